@@ -1,0 +1,203 @@
+"""Configuration: strict pydantic models of the config contract (DESIGN.md section 5).
+
+A config is a YAML file or a dict. Unknown keys are errors that name the key and the allowed ones;
+`--set a.b=value` overrides parse `value` as YAML. Defaults make the bundled default run:
+Llama-3.1-8B on one H100 serving the Azure conversation trace.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from simserve.catalog import load_yaml_text
+from simserve.errors import ConfigError
+from simserve.workload.config import WorkloadConfig
+
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp4"]
+ALLREDUCE_ALGOS = ("auto", "ring", "recursive_doubling", "halving_doubling", "tree", "nvls",
+                   "one_shot", "two_shot", "hierarchical")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrecisionConfig(Strict):
+    weights: Dtype = "bf16"
+    kv: Dtype = "bf16"
+    activations: Literal["fp32", "bf16", "fp16"] = "bf16"
+
+
+class LinksConfig(Strict):
+    """Overrides, per GPU and direction, all its links of that kind together."""
+    scale_up_GBps: float | None = Field(None, gt=0)
+    scale_out_GBps: float | None = Field(None, gt=0)
+    latency_us: float | None = Field(None, ge=0)
+
+
+class ClusterConfig(Strict):
+    hardware: Union[str, dict[str, Any]] = "h100-sxm"
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(8, ge=1)
+    topology: str | None = None
+    links: LinksConfig = LinksConfig()
+    scale_out: dict[str, Any] = Field(default_factory=dict)   # builder options (oversubscription, rails)
+
+
+class ParallelismConfig(Strict):
+    tp: int = Field(1, ge=1)
+    pp: int = Field(1, ge=1)
+    dp: int = Field(1, ge=1)
+    ep: int = Field(1, ge=1)
+    cp: int = Field(1, ge=1)
+
+
+class CollectivesConfig(Strict):
+    allreduce: str = "auto"
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.allreduce not in ALLREDUCE_ALGOS:
+            raise ValueError(f"unknown all-reduce algorithm {self.allreduce!r}; choose one of "
+                             f"{', '.join(ALLREDUCE_ALGOS)}")
+        return self
+
+
+class MoeConfig(Strict):
+    routing: Literal["uniform", "zipf", "dirichlet"] = "uniform"
+    zipf_s: float = Field(1.2, gt=0)
+    dirichlet_alpha: float | None = Field(None, gt=0)
+    placement: Literal["round_robin", "balanced"] = "round_robin"
+
+
+class SchedulerConfig(Strict):
+    policy: Literal["vllm", "sarathi", "orca", "static"] = "sarathi"
+    max_batch_size: int = Field(256, ge=1)           # vLLM max_num_seqs default
+    max_batched_tokens: int = Field(8192, ge=1)      # vLLM V1 max_num_batched_tokens default
+    chunk_size: int = Field(512, ge=1)               # sarathi token budget per iteration
+    batch_size: int | None = Field(None, ge=1)       # static: requests per batch (default max_batch_size)
+
+
+class EngineConfig(Strict):
+    block_size: int = Field(16, ge=1)                       # vLLM default KV block
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM default
+    reserved_GiB: float = Field(1.5, ge=0)   # CUDA context, NCCL buffers, CUDA graphs (vLLM's non-torch memory)
+    kv_watermark: float = Field(0.01, ge=0, lt=1)           # vLLM default
+    coalesce_decode: bool = True             # advance unchanging decode runs as one event (exact)
+
+
+class RouterConfig(Strict):
+    policy: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two"] = "round_robin"
+
+
+class SloConfig(Strict):
+    ttft_s: float | None = Field(2.0, gt=0)
+    tpot_s: float | None = Field(0.1, gt=0)
+
+
+class SimConfig(Strict):
+    model: Union[str, dict[str, Any]] = "llama-3.1-8b"
+    precision: PrecisionConfig = PrecisionConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    parallelism: ParallelismConfig = ParallelismConfig()
+    collectives: CollectivesConfig = CollectivesConfig()
+    moe: MoeConfig = MoeConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    engine: EngineConfig = EngineConfig()
+    router: RouterConfig = RouterConfig()
+    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
+    slo: SloConfig = SloConfig()
+    fidelity: Literal["fast", "exact"] = "fast"
+    seed: int = Field(0, ge=0)
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names of the sub-model at `loc` (for 'unknown key' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fld = getattr(current, "model_fields", {}).get(part)
+        if fld is None:
+            return []
+        ann = fld.annotation
+        candidates = [ann] + list(getattr(ann, "__args__", ()))
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return sorted(current.model_fields)
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel] = SimConfig) -> str:
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "union[")))]
+    path = ".".join(str(p) for p in loc if not isinstance(p, int) or True)
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(model, loc)
+        return f"config: unknown key {path!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    msg = err["msg"].removeprefix("Value error, ")
+    got = err.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"config: {path}: {msg}{shown}" if path else f"config: {msg}"
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """`a.b.c=value` assignments, value parsed as YAML (numbers, booleans, lists)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key.path=value, got {item!r}")
+        parts = key.strip().split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is {child!r}, not a section")
+            node = child
+        try:
+            node[parts[-1]] = load_yaml_text(value)
+        except Exception:
+            node[parts[-1]] = value
+    return raw
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory: {path}") from None
+    try:
+        raw = load_yaml_text(text)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    trace = (raw.get("workload") or {}).get("trace") if isinstance(raw.get("workload"), dict) else None
+    if isinstance(trace, str) and not Path(trace).is_absolute() and (path.parent / trace).exists():
+        raw["workload"]["trace"] = str(path.parent / trace)   # relative to the config file
+    return raw
+
+
+def load_config(source: str | Path | Mapping[str, Any] | SimConfig | None = None,
+                overrides: Sequence[str] = ()) -> SimConfig:
+    if isinstance(source, SimConfig):
+        if not overrides:
+            return source
+        source = source.model_dump()
+    raw = dict(source) if isinstance(source, Mapping) else ({} if source is None else read_config_file(source))
+    raw = apply_overrides(raw, overrides)
+    try:
+        return SimConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None

@@ -1,0 +1,213 @@
+"""The operators of a dense decoder block and of the model's head, with FLOPs and bytes.
+
+FLOPs count a multiply-add as 2. Bytes are HBM traffic of the kernel as a serving engine runs it:
+weights read once per step, activations read and written once, the KV cache read once per
+attention call (flash attention keeps scores on chip). Attention FLOPs: QK^T and PV are each
+2 * head_dim FLOPs per (query, key) pair per head; a causal prefill chunk of c new tokens after p
+cached ones has c * p + c * (c + 1) / 2 such pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simserve.catalog import DTYPE_BYTES, ModelCard
+
+
+@dataclass(frozen=True)
+class Precision:
+    weights: str = "bf16"
+    kv: str = "bf16"
+    activations: str = "bf16"
+
+    @property
+    def gemm_dtype(self) -> str:
+        """fp8 weights run W8A8 GEMMs (activations quantised on the fly, as vLLM's fp8 path does);
+        fp4 weights run at the GPU's fp4 rate where it has one (Gpu.flops falls back otherwise)."""
+        return self.weights if self.weights in ("fp8", "fp4") else self.activations
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The part of the model one GPU holds: tensor-parallel degree and the layers of its stage."""
+    tp: int = 1
+    num_layers: int | None = None   # layers on this pipeline stage (None: all)
+    first_stage: bool = True        # holds the embedding
+    last_stage: bool = True         # holds the final norm and LM head
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one iteration computes, aggregated over its sequences (all the cost model needs).
+
+    prefill_tokens: new tokens of prefill chunks; decode_tokens: sequences decoding one token;
+    prefill_attn_pairs: sum over chunks of c * (p + (c + 1) / 2), causal (query, key) pairs;
+    prefill_kv_tokens: sum over chunks of p + c, the KV tokens a chunk's attention reads;
+    decode_kv_tokens: sum over decoding sequences of their context including the new token;
+    logits_tokens: sequences that sample a token this iteration (decodes + finishing prefills).
+    """
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+    prefill_attn_pairs: float = 0.0
+    prefill_kv_tokens: float = 0.0
+    decode_kv_tokens: float = 0.0
+    logits_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prefill_tokens + self.decode_tokens
+
+    @staticmethod
+    def of(prefill_chunks=(), decode_contexts=(), logits_tokens: int | None = None) -> "BatchStats":
+        """From (chunk_tokens, cached_tokens) pairs and decode contexts (the new token included)."""
+        pairs = sum(c * (p + (c + 1) / 2) for c, p in prefill_chunks)
+        return BatchStats(
+            prefill_tokens=sum(c for c, _ in prefill_chunks),
+            decode_tokens=len(decode_contexts),
+            prefill_attn_pairs=float(pairs),
+            prefill_kv_tokens=float(sum(c + p for c, p in prefill_chunks)),
+            decode_kv_tokens=float(sum(decode_contexts)),
+            logits_tokens=len(prefill_chunks) + len(decode_contexts) if logits_tokens is None else logits_tokens,
+        )
+
+
+FEATURES = ("const", "tokens", "prefill_tokens", "decode_tokens", "prefill_attn_pairs",
+            "prefill_kv_tokens", "decode_kv_tokens", "logits_tokens")
+
+
+def features(batch: BatchStats) -> dict[str, float]:
+    return {"const": 1.0, "tokens": float(batch.tokens), "prefill_tokens": float(batch.prefill_tokens),
+            "decode_tokens": float(batch.decode_tokens), "prefill_attn_pairs": batch.prefill_attn_pairs,
+            "prefill_kv_tokens": batch.prefill_kv_tokens, "decode_kv_tokens": batch.decode_kv_tokens,
+            "logits_tokens": float(batch.logits_tokens)}
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    kind: str          # gemm | attention_prefill | attention_decode | elementwise | embedding
+    flops: float
+    bytes: float
+    dtype: str         # compute dtype (for the peak FLOP/s)
+    kernels: int = 1   # kernel launches (each pays the fixed overhead)
+
+
+@dataclass(frozen=True)
+class OpModel:
+    """An operator whose FLOPs and bytes are linear in the batch features (FEATURES).
+
+    It runs only when its `gate` feature is positive (no decode tokens: no decode attention).
+    Being linear, one OpModel serves both a single iteration and, as a matrix, a whole run of
+    decode steps at once (cost.step.StepCost).
+    """
+    name: str
+    kind: str
+    dtype: str
+    gate: str
+    flops: dict[str, float]
+    bytes: dict[str, float]
+    kernels: int = 1
+
+    def at(self, feats: dict[str, float]) -> Op | None:
+        if feats[self.gate] <= 0:
+            return None
+        return Op(self.name, self.kind,
+                  flops=sum(c * feats[f] for f, c in self.flops.items()),
+                  bytes=sum(c * feats[f] for f, c in self.bytes.items()),
+                  dtype=self.dtype, kernels=self.kernels)
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Per-GPU widths of one decoder layer under tensor parallelism."""
+    hidden: int
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+
+    @staticmethod
+    def of(model: ModelCard, tp: int) -> "LayerShape":
+        # KV heads are split across TP ranks; when tp exceeds them each rank keeps a replica of one
+        # (vLLM replicates KV heads in that case), so the cache per GPU never drops below one head.
+        return LayerShape(hidden=model.hidden, q_heads=model.num_heads // tp,
+                          kv_heads=max(1, model.num_kv_heads // tp), head_dim=model.head_dim,
+                          intermediate=model.intermediate // tp)
+
+    @property
+    def qkv_width(self) -> int:
+        return (self.q_heads + 2 * self.kv_heads) * self.head_dim
+
+    def gemms(self) -> list[tuple[str, int, int]]:
+        """(name, K, N) of the layer's weight GEMMs, y[T, N] = x[T, K] @ W[K, N]."""
+        h = self.hidden
+        return [("qkv_proj", h, self.qkv_width), ("o_proj", self.q_heads * self.head_dim, h),
+                ("gate_up_proj", h, 2 * self.intermediate), ("down_proj", self.intermediate, h)]
+
+
+def gemm_model(name: str, k: int, n: int, precision: Precision, tokens: str = "tokens") -> OpModel:
+    """y[T, N] = x[T, K] @ W[K, N]: 2TKN FLOPs; weights read once, activations in and out."""
+    wb = DTYPE_BYTES[precision.weights]
+    ab = DTYPE_BYTES[precision.activations]
+    return OpModel(name, "gemm", precision.gemm_dtype, gate=tokens, flops={tokens: 2.0 * k * n},
+                   bytes={"const": k * n * wb, tokens: (k + n) * ab})
+
+
+def layer_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
+    """One decoder layer's operators on one GPU: GQA attention, gated FFN, fused norms."""
+    s = LayerShape.of(model, shard.tp)
+    ab = DTYPE_BYTES[precision.activations]
+    kv_bytes_per_token = 2 * s.kv_heads * s.head_dim * DTYPE_BYTES[precision.kv]
+    qo_bytes_per_token = 2 * s.q_heads * s.head_dim * ab
+    attn_flops_per_pair = 4.0 * s.q_heads * s.head_dim
+    h, qk_width = s.hidden, (s.q_heads + s.kv_heads) * s.head_dim
+    ops = [gemm_model(name, k, n, precision) for name, k, n in s.gemms()]
+    ops += [
+        OpModel("attention_prefill", "attention_prefill", precision.activations, gate="prefill_tokens",
+                flops={"prefill_attn_pairs": attn_flops_per_pair},
+                bytes={"prefill_kv_tokens": kv_bytes_per_token, "prefill_tokens": qo_bytes_per_token}),
+        OpModel("attention_decode", "attention_decode", precision.activations, gate="decode_tokens",
+                flops={"decode_kv_tokens": attn_flops_per_pair},
+                bytes={"decode_kv_tokens": kv_bytes_per_token, "decode_tokens": qo_bytes_per_token}),
+        # fused residual-add + RMSNorm, twice a layer: read x and residual, write both
+        OpModel("norms", "elementwise", "fp32", gate="tokens", flops={"tokens": 10.0 * h},
+                bytes={"tokens": 8.0 * h * ab}, kernels=2),
+        # rotary embedding of q and k, and this step's k, v written into the paged cache
+        OpModel("rope_kv_write", "elementwise", "fp32", gate="tokens", flops={"tokens": 6.0 * qk_width},
+                bytes={"tokens": 2.0 * qk_width * ab + kv_bytes_per_token}, kernels=2),
+        # SiLU(gate) * up: read 2I, write I
+        OpModel("silu_mul", "elementwise", "fp32", gate="tokens", flops={"tokens": 5.0 * s.intermediate},
+                bytes={"tokens": 3.0 * s.intermediate * ab}),
+    ]
+    return ops
+
+
+def head_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
+    """Embedding lookup (first stage); final norm and vocab-parallel LM head (last stage)."""
+    ab = DTYPE_BYTES[precision.activations]
+    h = model.hidden
+    ops = []
+    if shard.first_stage:
+        ops.append(OpModel("embedding", "embedding", precision.activations, gate="tokens", flops={},
+                           bytes={"tokens": 2.0 * h * ab}))
+    if shard.last_stage:
+        vocab_shard = -(-model.vocab // shard.tp)
+        ops.append(OpModel("final_norm", "elementwise", "fp32", gate="logits_tokens",
+                           flops={"logits_tokens": 5.0 * h}, bytes={"logits_tokens": 2.0 * h * ab}))
+        # the LM head stays in the activation dtype (vLLM keeps lm_head unquantised); fp32 logits
+        ops.append(OpModel("lm_head", "gemm", precision.activations, gate="logits_tokens",
+                           flops={"logits_tokens": 2.0 * h * vocab_shard},
+                           bytes={"const": h * vocab_shard * ab, "logits_tokens": h * ab + vocab_shard * 4.0}))
+    return ops
+
+
+def _evaluate(models: list[OpModel], batch: BatchStats) -> list[Op]:
+    feats = features(batch)
+    return [op for op in (m.at(feats) for m in models) if op is not None]
+
+
+def layer_ops(model: ModelCard, shard: Shard, precision: Precision, batch: BatchStats) -> list[Op]:
+    return _evaluate(layer_op_models(model, shard, precision), batch)
+
+
+def head_ops(model: ModelCard, shard: Shard, precision: Precision, batch: BatchStats) -> list[Op]:
+    return _evaluate(head_op_models(model, shard, precision), batch)

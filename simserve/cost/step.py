@@ -1,0 +1,80 @@
+"""Fast evaluation of an iteration's compute time on one GPU.
+
+The operators of cost.operators are linear in the batch features, so a stage's whole iteration is
+a small matrix: time = sum over ops of weight * gate * (max(C x, M x) + overhead), where C holds
+FLOPs per feature divided by achievable FLOP/s, M bytes per feature divided by achievable
+bandwidth, and weight is the number of layers (1 for the head). `time` evaluates one iteration in
+plain Python; `times` evaluates many (columns of a feature matrix) with numpy, performing the same
+floating-point operations in the same order, so both give bit-identical results. The engine uses
+`times` to advance a run of decode steps in one event.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from simserve.catalog import Gpu, ModelCard
+from simserve.cost.operators import (FEATURES, BatchStats, OpModel, Precision, Shard, features,
+                                     head_op_models, layer_op_models)
+from simserve.cost.roofline import efficiencies
+
+FEATURE_INDEX = {f: i for i, f in enumerate(FEATURES)}
+
+
+class StepCost:
+    def __init__(self, model: ModelCard, shard: Shard, precision: Precision, gpu: Gpu):
+        layers = shard.num_layers if shard.num_layers is not None else model.num_layers
+        weighted: list[tuple[OpModel, float]] = [(m, float(layers)) for m in layer_op_models(model, shard, precision)]
+        weighted += [(m, 1.0) for m in head_op_models(model, shard, precision)]
+        self.ops = []   # (gate index, weight, overhead_s, [(feature, compute coef)], [(feature, memory coef)])
+        for op, weight in weighted:
+            eta_c, eta_m = efficiencies(op, gpu)
+            inv_c = 1.0 / (gpu.flops(op.dtype) * eta_c)
+            inv_m = 1.0 / (gpu.hbm_bw_Bps * eta_m)
+            comp = [(FEATURE_INDEX[f], c * inv_c) for f, c in op.flops.items() if c]
+            mem = [(FEATURE_INDEX[f], c * inv_m) for f, c in op.bytes.items() if c]
+            self.ops.append((FEATURE_INDEX[op.gate], weight, op.kernels * gpu.efficiency.kernel_overhead_s,
+                             comp, mem))
+
+    def time(self, batch: BatchStats) -> float:
+        feats = features(batch)
+        return self.time_of([feats[f] for f in FEATURES])
+
+    def time_of(self, x: list[float]) -> float:
+        total = 0.0
+        for gate, weight, overhead, comp, mem in self.ops:
+            if x[gate] <= 0:
+                continue
+            c = 0.0
+            for f, coef in comp:
+                c += coef * x[f]
+            m = 0.0
+            for f, coef in mem:
+                m += coef * x[f]
+            total += weight * ((c if c > m else m) + overhead)
+        return total
+
+    def times(self, x: np.ndarray) -> np.ndarray:
+        """Iteration times for each column of x, shape (len(FEATURES), k)."""
+        total = np.zeros(x.shape[1])
+        for gate, weight, overhead, comp, mem in self.ops:
+            c = np.zeros(x.shape[1])
+            for f, coef in comp:
+                c += coef * x[f]
+            m = np.zeros(x.shape[1])
+            for f, coef in mem:
+                m += coef * x[f]
+            step = weight * (np.maximum(c, m) + overhead)
+            total += np.where(x[gate] > 0, step, 0.0)
+        return total
+
+
+def decode_features(num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
+    """Feature columns of `steps` consecutive decode-only iterations of `num_seqs` sequences whose
+    summed context (new token included) is kv_tokens_start at the first and grows by num_seqs."""
+    x = np.zeros((len(FEATURES), steps))
+    x[FEATURE_INDEX["const"]] = 1.0
+    x[FEATURE_INDEX["tokens"]] = num_seqs
+    x[FEATURE_INDEX["decode_tokens"]] = num_seqs
+    x[FEATURE_INDEX["logits_tokens"]] = num_seqs
+    x[FEATURE_INDEX["decode_kv_tokens"]] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
+    return x

@@ -1,0 +1,36 @@
+"""Writing results: every file lands whole or not at all (write to a temporary file, then rename)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=float) + "\n")
+
+
+def write_results(result, out_dir: str | Path) -> dict[str, Path]:
+    """summary.json, requests.csv and the resolved config.yaml; returns the paths written."""
+    import yaml
+    out = Path(out_dir)
+    paths = {"summary": out / "summary.json", "requests": out / "requests.csv", "config": out / "config.yaml"}
+    atomic_write_text(paths["requests"], result.requests.to_csv(index=False, float_format="%.9g"))
+    atomic_write_text(paths["config"], yaml.safe_dump(result.config.model_dump(mode="json"), sort_keys=False))
+    atomic_write_json(paths["summary"], result.summary)
+    return paths

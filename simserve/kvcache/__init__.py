@@ -1,0 +1,49 @@
+"""Paged KV-cache block manager (vLLM's PagedAttention bookkeeping, counts only)."""
+from __future__ import annotations
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    return -(-tokens // block_size)
+
+
+class BlockManager:
+    """Fixed pool of equal blocks; a sequence holds ceil(tokens / block_size) of them.
+
+    `watermark_blocks` are kept free when admitting new sequences (vLLM's watermark), so running
+    sequences can grow a while before anyone must be preempted.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.01):
+        if num_blocks <= 0:
+            raise ValueError("a KV cache needs at least one block")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.watermark_blocks = int(watermark * num_blocks)
+        self.used = 0
+        self.peak_used = 0
+
+    @property
+    def free(self) -> int:
+        return self.num_blocks - self.used
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.num_blocks * self.block_size
+
+    def can_admit(self, blocks: int) -> bool:
+        return self.free - blocks >= self.watermark_blocks
+
+    def can_grow(self, blocks: int) -> bool:
+        return blocks <= self.free
+
+    def allocate(self, blocks: int) -> None:
+        if blocks > self.free:
+            raise RuntimeError(f"allocating {blocks} KV blocks with {self.free} free")
+        self.used += blocks
+        if self.used > self.peak_used:
+            self.peak_used = self.used
+
+    def release(self, blocks: int) -> None:
+        if blocks > self.used:
+            raise RuntimeError(f"releasing {blocks} KV blocks with {self.used} in use")
+        self.used -= blocks
