@@ -8,7 +8,6 @@ from hypothesis import given, settings, strategies as st
 from simserve.catalog import get_hardware, get_model
 from simserve.cost import BatchStats, Precision, Shard, StepCost, head_ops, layer_ops, memory_plan, ops_time
 from simserve.cost.memory import GiB, weights_bytes
-from simserve.cost.step import decode_features
 
 H100 = get_hardware("h100-sxm")
 L8B = get_model("llama-3.1-8b")
@@ -81,10 +80,10 @@ def test_step_cost_equals_sum_of_operator_rooflines(batch, tp, weights):
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 256), st.integers(1, 10000), st.integers(1, 50))
 def test_vectorised_decode_times_are_bit_identical_to_single_steps(n, ctx, steps):
-    """The engine advances decode runs with StepCost.times; exactness vs stepping relies on this."""
+    """The engine advances decode runs with StepCost.decode_times; exactness vs stepping relies on this."""
     cost = StepCost(L8B, Shard(), Precision(), H100)
     kv0 = float(n * ctx)
-    many = cost.times(decode_features(n, kv0, steps))
+    many = cost.decode_times(n, kv0, steps)
     for j in range(steps):
         single = cost.time(BatchStats(decode_tokens=n, decode_kv_tokens=kv0 + n * j, logits_tokens=n))
         assert many[j] == single

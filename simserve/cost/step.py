@@ -4,9 +4,9 @@ The operators of cost.operators are linear in the batch features, so a stage's w
 a small matrix: time = sum over ops of weight * gate * (max(C x, M x) + overhead), where C holds
 FLOPs per feature divided by achievable FLOP/s, M bytes per feature divided by achievable
 bandwidth, and weight is the number of layers (1 for the head). `time` evaluates one iteration in
-plain Python; `times` evaluates many (columns of a feature matrix) with numpy, performing the same
+plain Python; `decode_times` evaluates a run of decode steps with numpy, performing the same
 floating-point operations in the same order, so both give bit-identical results. The engine uses
-`times` to advance a run of decode steps in one event.
+`decode_times` to advance a run of decode steps in one event.
 """
 from __future__ import annotations
 
@@ -53,28 +53,38 @@ class StepCost:
             total += weight * ((c if c > m else m) + overhead)
         return total
 
-    def times(self, x: np.ndarray) -> np.ndarray:
-        """Iteration times for each column of x, shape (len(FEATURES), k)."""
-        total = np.zeros(x.shape[1])
+    def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
+        """Times of `steps` consecutive decode-only iterations of `num_seqs` sequences whose summed
+        context (new tokens included) is kv_tokens_start at the first step and grows by num_seqs a
+        step. Only operators that read the context (decode attention) differ between steps; the
+        others are evaluated once as scalars with time_of's arithmetic, and the sum keeps the
+        operator order, so element j equals time_of of step j bit for bit."""
+        x = [0.0] * len(FEATURES)
+        x[_CONST] = 1.0
+        x[_TOKENS] = x[_DECODE_TOKENS] = x[_LOGITS] = float(num_seqs)
+        kv = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
+        total = 0.0
         for gate, weight, overhead, comp, mem in self.ops:
-            c = np.zeros(x.shape[1])
+            if x[gate] <= 0:
+                continue
+            if any(f == _DECODE_KV for f, _ in comp) or any(f == _DECODE_KV for f, _ in mem):
+                c = np.zeros(steps)
+                for f, coef in comp:
+                    c += coef * (kv if f == _DECODE_KV else x[f])
+                m = np.zeros(steps)
+                for f, coef in mem:
+                    m += coef * (kv if f == _DECODE_KV else x[f])
+                total = total + weight * (np.maximum(c, m) + overhead)
+                continue
+            c = 0.0
             for f, coef in comp:
                 c += coef * x[f]
-            m = np.zeros(x.shape[1])
+            m = 0.0
             for f, coef in mem:
                 m += coef * x[f]
-            step = weight * (np.maximum(c, m) + overhead)
-            total += np.where(x[gate] > 0, step, 0.0)
-        return total
+            total += weight * ((c if c > m else m) + overhead)
+        return np.broadcast_to(np.asarray(total, dtype=float), (steps,)).copy()
 
 
-def decode_features(num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
-    """Feature columns of `steps` consecutive decode-only iterations of `num_seqs` sequences whose
-    summed context (new token included) is kv_tokens_start at the first and grows by num_seqs."""
-    x = np.zeros((len(FEATURES), steps))
-    x[FEATURE_INDEX["const"]] = 1.0
-    x[FEATURE_INDEX["tokens"]] = num_seqs
-    x[FEATURE_INDEX["decode_tokens"]] = num_seqs
-    x[FEATURE_INDEX["logits_tokens"]] = num_seqs
-    x[FEATURE_INDEX["decode_kv_tokens"]] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
-    return x
+_CONST, _TOKENS, _DECODE_TOKENS, _LOGITS, _DECODE_KV = (
+    FEATURE_INDEX[f] for f in ("const", "tokens", "decode_tokens", "logits_tokens", "decode_kv_tokens"))

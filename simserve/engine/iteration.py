@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from simserve.cost.operators import BatchStats
-from simserve.cost.step import StepCost, decode_features
+from simserve.cost.step import StepCost
 
 
 class IterationModel:
@@ -22,7 +22,7 @@ class IterationModel:
         return self.step_cost.time(stats)
 
     def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
-        return self.step_cost.times(decode_features(num_seqs, kv_tokens_start, steps))
+        return self.step_cost.decode_times(num_seqs, kv_tokens_start, steps)
 
     def account(self, durations) -> None:
         self._compute.append(durations)

@@ -143,11 +143,17 @@ class Replica:
                     hi = mid - 1
             k_max = lo
         kv_start = float(prefilled.sum() + n)
+        cap_by_arrival = sched.admits_new_arrivals()
+        next_arrival = self.arrivals.next_time() if cap_by_arrival else math.inf
+        if cap_by_arrival and k_max > 1 and next_arrival < math.inf:
+            # step times never shrink as contexts grow, so the first step's time bounds how many
+            # steps fit before the next arrival: evaluate only those
+            first_step_s = float(self.iteration.decode_times(n, kv_start, 1)[0])
+            k_max = min(k_max, int((next_arrival - env.now) / first_step_s) + 2)
         durations = self.iteration.decode_times(n, kv_start, k_max)
         ends = np.cumsum(np.concatenate(([env.now], durations)))[1:]
         k = k_max
-        if sched.admits_new_arrivals():
-            next_arrival = self.arrivals.next_time()
+        if cap_by_arrival:
             k = min(k, int(np.searchsorted(ends, next_arrival, side="left")) + 1)
         end = float(ends[k - 1])
         yield env.at(end)

@@ -1,7 +1,6 @@
 """The data-parallel front end: which replica serves an arriving request."""
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
@@ -9,11 +8,11 @@ POLICIES = ("round_robin", "least_outstanding", "least_kv", "power_of_two")
 
 
 class Router:
-    def __init__(self, policy: str, replicas: Sequence, rng: np.random.Generator):
+    def __init__(self, policy: str, replicas: list, rng: np.random.Generator):
         if policy not in POLICIES:
             raise ValueError(f"unknown router policy {policy!r}")
         self.policy = policy
-        self.replicas = list(replicas)
+        self.replicas = replicas        # the simulation fills this list after wiring arrivals
         self.rng = rng
         self.next_index = 0
 
