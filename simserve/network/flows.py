@@ -73,13 +73,16 @@ class Network:
         links, latency_s = self.route(src, dst)
         return self.transfer_batch([(links, nbytes, latency_s)])
 
-    def transfer_batch(self, items: Sequence[tuple[Sequence[int], float, float]]) -> simpy.Event:
-        """Start concurrent flows given as (link ids, bytes, latency_s); one event when all are done."""
+    def transfer_batch(self, items: Sequence[tuple]) -> simpy.Event:
+        """Start concurrent flows given as (link ids, bytes, latency_s[, bytes to account]); one event
+        when all are done. The optional 4th value is the payload when the flow's bytes include a
+        protocol overhead (NVLS), so that `bytes_by_kind` counts data, not overhead."""
         event = self.env.event()
         batch = _Batch(0, event)
         by_latency: dict[float, list] = {}
-        for links, nbytes, latency_s in items:
-            self._account(links, nbytes)
+        for item in items:
+            links, nbytes, latency_s = item[0], item[1], item[2]
+            self._account(links, item[3] if len(item) > 3 else nbytes)
             if (not links or nbytes <= 0) and latency_s <= 0:
                 continue
             batch.pending += 1

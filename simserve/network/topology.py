@@ -49,7 +49,6 @@ class ScaleOutParams:
     leaf_down_ports: int = 32
     oversubscription: float = 1.0
     rail_optimized: bool = True
-    spines: int | None = None      # default: as many spines as leaves
 
 
 @dataclass(frozen=True)
@@ -89,6 +88,9 @@ class Topology:
     _adjacent: Mapping[tuple[int, int], int] = field(default_factory=dict, repr=False, compare=False)
     _routing: Any = field(default=None, repr=False, compare=False)
     _routes: dict = field(default_factory=dict, repr=False, compare=False)
+    # memo of derived results keyed by their users (e.g. comm's idle-network collective times);
+    # a Topology is immutable, so anything computed from it alone stays valid
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_gpus(self) -> int:
@@ -193,7 +195,7 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
 
     Overrides (per GPU, per direction, all its links of that kind together, line rate):
     `scale_up_GBps`, `scale_out_GBps`; `latency_us` replaces the scale-up step latency.
-    `scale_out_options`: leaf_down_ports, oversubscription, rail_optimized, spines, efficiency,
+    `scale_out_options`: leaf_down_ports, oversubscription, rail_optimized, efficiency,
     step_latency_us.
     """
     if isinstance(gpu, str):
@@ -253,8 +255,7 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
                     pcie_up[g], pcie_down[g] = (up, psw), down
 
     # scale-out: one NIC per GPU into a leaf; leaves joined by spines
-    nic_up, nic_down, leaf_of, spine_links = {}, {}, {}, {}
-    num_spines = 0
+    nic_up, nic_down, leaf_of, leaf_links = {}, {}, {}, {}
     if int(nodes) > 1:
         nic_Bps = scale_out_GBps * 1e9 if scale_out_GBps else gpu.nic_bw_Bps
         step_out_s = so.step_latency_us * 1e-6
@@ -269,21 +270,21 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
             nic_up[g], nic_down[g] = graph.duplex(g, leaf_of[g], nic_Bps, so.efficiency, step_out_s / 2, "network")
         leaves = sorted(set(leaf_of.values()))
         if len(leaves) > 1:
-            num_spines = so.spines or len(leaves)
-            spines = [graph.vertex(f"spine{k}") for k in range(num_spines)]
+            # The spine layer as one non-blocking core with perfect ECMP spreading (the fluid
+            # idealisation): each leaf's uplinks together carry its down ports' bandwidth divided by
+            # the oversubscription ratio.
+            core = graph.vertex("spine")
             for leaf in leaves:
                 down_ports = sum(1 for v in leaf_of.values() if v == leaf)
-                uplink_Bps = down_ports * nic_Bps / so.oversubscription / num_spines
-                for k, spine in enumerate(spines):
-                    # switch traversal time is inside NCCL's measured end-to-end step latency
-                    spine_links[(leaf, k)] = graph.duplex(leaf, spine, uplink_Bps, so.efficiency, 0.0, "network")
+                # switch traversal time is inside NCCL's measured end-to-end step latency
+                leaf_links[leaf] = graph.duplex(leaf, core, down_ports * nic_Bps / so.oversubscription,
+                                                so.efficiency, 0.0, "network")
 
     def route(src: int, dst: int) -> list[int]:
         if src // gpn != dst // gpn:
             hops = [nic_up[src]]
             if leaf_of[src] != leaf_of[dst]:
-                spine = (src + dst) % num_spines          # ECMP hash stand-in: deterministic spread
-                hops += [spine_links[(leaf_of[src], spine)][0], spine_links[(leaf_of[dst], spine)][1]]
+                hops += [leaf_links[leaf_of[src]][0], leaf_links[leaf_of[dst]][1]]
             return hops + [nic_down[dst]]
         if spec.fabric == "nvswitch":
             return [up_port[src], down_port[dst]]

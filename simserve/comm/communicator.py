@@ -1,0 +1,102 @@
+"""The engine's handle on collectives: choose an algorithm, play (exact) or replay (fast), account.
+
+`fast` fidelity (DESIGN.md 2): a collective whose links carry no other traffic when it starts takes
+the time it takes on an idle copy of the network, memoised per (op, algorithm, ranks, bytes), and
+`count` identical back-to-back collectives become one timeout of count x that time. Anything that
+finds its links busy is played flow by flow, as in `exact`. Either way the bytes it moves are added
+to the network's `bytes_by_kind`.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import simpy
+
+from simserve.collectives.algorithms import ALGORITHMS
+from simserve.collectives.select import candidates
+from simserve.comm.player import compiled, idle_time, play
+from simserve.errors import ConfigError
+from simserve.network.flows import Network
+from simserve.network.topology import Topology
+
+FIDELITIES = ("fast", "exact")
+
+
+def _idle(topology: Topology, op: str, algo: str, ranks, nbytes, matrix=None) -> float:
+    key = (op, algo, tuple(ranks), nbytes, None if matrix is None else tuple(map(tuple, matrix)))
+    memo = topology.cache.setdefault("idle_time", {})
+    if key not in memo:
+        memo[key] = idle_time(topology, compiled(topology, op, algo, ranks, nbytes, matrix))
+    return memo[key]
+
+
+def choose_algorithm(topology: Topology, op: str, ranks, nbytes: float, matrix=None) -> str:
+    """`auto`: the candidate with the least idle-network time (NCCL's tuner rule, comm.md 1.3)."""
+    key = (op, tuple(ranks), nbytes, None if matrix is None else tuple(map(tuple, matrix)))
+    memo = topology.cache.setdefault("auto", {})
+    if key not in memo:
+        options = candidates(op, topology, ranks, nbytes)
+        memo[key] = min(options, key=lambda a: (_idle(topology, op, a, ranks, nbytes, matrix), options.index(a)))
+    return memo[key]
+
+
+def resolve(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None) -> str:
+    if op not in ALGORITHMS:
+        raise ConfigError(f"unknown collective op {op!r}; choose one of {', '.join(ALGORITHMS)}")
+    if algo == "auto":
+        return choose_algorithm(topology, op, ranks, nbytes, matrix)
+    if algo not in ALGORITHMS[op]:
+        raise ConfigError(f"unknown {op} algorithm {algo!r}; choose one of "
+                          f"{', '.join(ALGORITHMS[op])} or auto")
+    return algo
+
+
+def collective_time(topology: Topology, op: str, algo: str, ranks, nbytes: float,
+                    matrix=None) -> tuple[float, str]:
+    """(seconds on an idle network, algorithm actually used). Pure analysis; memoised."""
+    chosen = resolve(topology, op, algo, ranks, nbytes, matrix)
+    program = compiled(topology, op, chosen, ranks, nbytes, matrix)
+    return _idle(topology, op, chosen, ranks, nbytes, matrix), program.algorithm
+
+
+class Communicator:
+    """One per simulation; shared by every replica (they share the network)."""
+
+    def __init__(self, env: simpy.Environment, network: Network, fidelity: str = "fast"):
+        if fidelity not in FIDELITIES:
+            raise ConfigError(f"unknown fidelity {fidelity!r}; choose one of {', '.join(FIDELITIES)}")
+        self.env, self.network, self.fidelity = env, network, fidelity
+        self.topology = network.topology
+        self.time_by_op: dict[str, float] = defaultdict(float)     # seconds of collectives per op
+        self.calls_by_op: dict[str, int] = defaultdict(int)
+        self.algorithms_used: dict[tuple[str, str], int] = defaultdict(int)   # (op, algo) -> calls
+        self.replayed = 0
+        self.played = 0
+
+    @property
+    def bytes_by_kind(self) -> dict[str, float]:
+        return self.network.bytes_by_kind
+
+    def run(self, op: str, ranks, nbytes: float, algo: str = "auto", count: int = 1, matrix=None):
+        """SimPy process body (`yield from comm.run(...)`): `count` back-to-back collectives.
+        Returns (algorithm used, total duration in seconds)."""
+        start_s = self.env.now
+        ranks = tuple(ranks)
+        if count <= 0 or len(ranks) <= 1 and op != "sendrecv":
+            return (algo if algo != "auto" else "none"), 0.0
+        chosen = resolve(self.topology, op, algo, ranks, nbytes, matrix)
+        program = compiled(self.topology, op, chosen, ranks, nbytes, matrix)
+        if self.fidelity == "fast" and not self.network.busy(program.links):
+            duration_s = _idle(self.topology, op, chosen, ranks, nbytes, matrix)
+            self.network.add_bytes(program.bytes_by_kind, count)
+            yield self.env.timeout(duration_s * count)
+            self.replayed += count
+        else:
+            for _ in range(count):
+                yield from play(self.env, self.network, program)
+            self.played += count
+        elapsed_s = self.env.now - start_s
+        self.time_by_op[op] += elapsed_s
+        self.calls_by_op[op] += count
+        self.algorithms_used[(op, program.algorithm)] += count
+        return program.algorithm, elapsed_s

@@ -1,0 +1,98 @@
+"""Play a collective schedule on the SimPy network, phase by phase, and time it.
+
+A schedule is first compiled against a topology (routes, latencies, the bytes it puts on each kind
+of link); the compiled form is cached per (op, algorithm, ranks, bytes) on the topology, because
+an engine issues the same collective thousands of times.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import simpy
+
+from simserve.collectives import algorithms
+from simserve.collectives.schedule import Schedule, SwitchReduce
+from simserve.network.flows import Network
+from simserve.network.topology import Topology
+
+
+@dataclass(frozen=True)
+class CompiledPhase:
+    items: tuple          # (link ids, flow bytes, latency_s, payload bytes) per move
+    extra_s: float        # after the transfers: local reduction + fixed switch latency
+
+
+@dataclass(frozen=True)
+class CompiledSchedule:
+    schedule: Schedule
+    launch_s: float
+    phases: tuple[CompiledPhase, ...]
+    links: frozenset               # every link the collective touches
+    bytes_by_kind: dict            # payload bytes per link kind, once per transfer
+
+    @property
+    def algorithm(self) -> str:
+        return self.schedule.algorithm
+
+
+def facts(topology: Topology) -> algorithms.TopologyFacts:
+    return algorithms.TopologyFacts(node_of=topology.node_of, direct=topology.direct, nvls=topology.nvls)
+
+
+def compile_schedule(topology: Topology, schedule: Schedule) -> CompiledSchedule:
+    link_table = topology.links
+    phases, touched, by_kind = [], set(), {}
+    for phase in schedule.phases:
+        items = []
+        for move in phase.moves:
+            if isinstance(move, SwitchReduce):
+                links = topology.switch_reduce_links(move.srcs, move.dsts)
+                latency_s = link_table[links[0]].latency_s + link_table[links[-1]].latency_s
+                flow_bytes = move.nbytes / topology.nvls_efficiency
+            else:
+                links = topology.path(move.src, move.dst)
+                latency_s = sum(link_table[i].latency_s for i in links)
+                flow_bytes = move.nbytes
+            items.append((links, flow_bytes, latency_s, move.nbytes))
+            touched.update(links)
+            for kind in topology.kinds_of(links):
+                by_kind[kind] = by_kind.get(kind, 0.0) + move.nbytes
+        extra_s = phase.reduce_bytes * topology.reduce_s_per_B
+        if phase.uses_switch:
+            extra_s += topology.nvls_latency_s
+        phases.append(CompiledPhase(tuple(items), extra_s))
+    launch_s = topology.launch_latency_s if schedule.phases else 0.0
+    return CompiledSchedule(schedule, launch_s, tuple(phases), frozenset(touched), by_kind)
+
+
+def compiled(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None) -> CompiledSchedule:
+    """Build and compile a concrete algorithm's schedule, cached on the topology."""
+    key = (op, algo, tuple(ranks), float(nbytes) if nbytes is not None else None,
+           None if matrix is None else tuple(map(tuple, matrix)))
+    cache = topology.cache.setdefault("compiled", {})
+    found = cache.get(key)
+    if found is None:
+        schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
+        found = cache[key] = compile_schedule(topology, schedule)
+    return found
+
+
+def play(env: simpy.Environment, network: Network, program: CompiledSchedule):
+    """SimPy process body: run the phases one after another; returns the duration in seconds."""
+    start_s = env.now
+    if program.launch_s:
+        yield env.timeout(program.launch_s)
+    for phase in program.phases:
+        if phase.items:
+            yield network.transfer_batch(phase.items)
+        if phase.extra_s:
+            yield env.timeout(phase.extra_s)
+    return env.now - start_s
+
+
+def idle_time(topology: Topology, program: CompiledSchedule) -> float:
+    """Duration of the collective alone on a fresh copy of the network (memoised by the caller)."""
+    env = simpy.Environment()
+    proc = env.process(play(env, Network(env, topology), program))
+    env.run()
+    return proc.value
