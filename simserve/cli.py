@@ -16,8 +16,8 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{summary.get('model')} on {summary.get('hardware')}  "
-                        f"layout {summary.get('layout')}", show_edge=False)
+    layout = " ".join(f"{k}{v}" for k, v in summary.get("layout", {}).items() if v != 1) or "one GPU"
+    table = Table(title=f"{summary.get('model')} on {summary.get('hardware')}, {layout}", show_edge=False)
     table.add_column("metric")
     for col in ("mean", "p50", "p90", "p99", "max"):
         table.add_column(col, justify="right")

@@ -87,6 +87,10 @@ def simulate(config=None, *, overrides=()) -> Result:
         replicas.append(Replica(env, index, sched, IterationModel(step_cost), arrivals,
                                 coalesce_decode=cfg.engine.coalesce_decode and cfg.fidelity == "fast"))
     env.run()
+    for rep in replicas:     # invariants of a finished run; a failure here is a simserve bug
+        if rep.scheduler.kv.used or rep.scheduler.running or rep.scheduler.waiting:
+            raise RuntimeError(f"replica {rep.index} ended with {rep.scheduler.kv.used} KV blocks in use, "
+                               f"{len(rep.scheduler.running)} running, {len(rep.scheduler.waiting)} waiting")
 
     df = requests_frame(requests)
     gaps = np.sort(np.concatenate([r.tokens.all_gaps() for r in replicas]))
@@ -101,6 +105,7 @@ def simulate(config=None, *, overrides=()) -> Result:
         "bytes_moved": {},
         "kv_peak_utilization": max(r.scheduler.kv.peak_used / r.scheduler.kv.num_blocks for r in replicas),
         "preemptions": int(sum(r.scheduler.preemptions for r in replicas)),
+        "output_tokens": int(sum(r.tokens_emitted for r in replicas)),
         "iterations": int(sum(r.iterations for r in replicas)),
         "events": int(env.events_scheduled),
         "wall_time_s": time.perf_counter() - wall_start,

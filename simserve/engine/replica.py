@@ -44,6 +44,7 @@ class Replica:
         self.completed: list[Request] = []
         self.rejected: list[Request] = []
         self.iterations = 0
+        self.tokens_emitted = 0
         self._wake = env.event()
         self._sleeping = False
         self.process = env.process(self.run())
@@ -110,6 +111,7 @@ class Replica:
             if gap > req.itl_max_s:
                 req.itl_max_s = gap
         req.generated += 1
+        self.tokens_emitted += 1
         req.last_token_s = t
         if req.generated >= req.osl:
             self._complete(req, t)
@@ -164,6 +166,7 @@ class Replica:
         shared_max = float(shared.max()) if k > 1 else 0.0
         if k > 1:
             self.tokens.shared.append((shared, n))
+        self.tokens_emitted += k * n
         first_end = float(ends[0])
         single = self.tokens.single
         for req in running:
