@@ -3,8 +3,11 @@
 `fast` fidelity (DESIGN.md 2): a collective whose links carry no other traffic when it starts takes
 the time it takes on an idle copy of the network, memoised per (op, algorithm, ranks, bytes), and
 `count` identical back-to-back collectives become one timeout of count x that time. Anything that
-finds its links busy is played flow by flow, as in `exact`. Either way the bytes it moves are added
-to the network's `bytes_by_kind`.
+finds its links busy (active flows, or another replay in progress) is played flow by flow, as in
+`exact`. Either way the bytes it moves are added to the network's `bytes_by_kind`.
+Limit: a replay already running is not slowed by traffic that arrives after it started (that
+traffic is played and does not see the replay's load either); configs where collectives of
+different groups share links should use `exact`.
 """
 from __future__ import annotations
 
@@ -89,6 +92,7 @@ class Communicator:
         if self.fidelity == "fast" and not self.network.busy(program.links):
             duration_s = _idle(self.topology, op, chosen, ranks, nbytes, matrix)
             self.network.add_bytes(program.bytes_by_kind, count)
+            self.network.reserve(program.links, self.env.now + duration_s * count)
             yield self.env.timeout(duration_s * count)
             self.replayed += count
         else:

@@ -60,6 +60,8 @@ class Network:
         self.bytes_by_kind: dict[str, float] = defaultdict(float)
         self.bytes_by_link: list[float] = [0.0] * len(topology.links)
         self.flows_started = 0
+        self._reserved_until: dict[int, float] = {}      # link -> end of a replayed collective on it
+        self._waiting: dict[int, int] = defaultdict(int)  # link -> flows still in their latency
 
     # ---- public API ---------------------------------------------------------------------------
 
@@ -88,20 +90,31 @@ class Network:
             batch.pending += 1
             links = tuple(links) if nbytes > 0 else ()      # an empty flow only waits its latency
             by_latency.setdefault(latency_s, []).append(_Flow(links, nbytes, batch))
+            if latency_s > 0:
+                for i in links:
+                    self._waiting[i] += 1
         if batch.pending == 0:
             event.succeed()
             return event
         for latency_s, flows in by_latency.items():
             if latency_s > 0:
-                self.env.timeout(latency_s).callbacks.append(lambda _ev, fl=flows: self._start(fl))
+                self.env.timeout(latency_s).callbacks.append(lambda _ev, fl=flows: self._start(fl, True))
             else:
                 self._start(flows)
         return event
 
     def busy(self, link_ids: Iterable[int]) -> bool:
-        """True when any of these links carries an active flow now."""
-        on_link = self._on_link
-        return any(on_link.get(i) for i in link_ids)
+        """True when any of these links carries an active flow, or a replayed collective, now."""
+        on_link, waiting, reserved, now = self._on_link, self._waiting, self._reserved_until, self.env.now
+        return any(on_link.get(i) or waiting.get(i) or reserved.get(i, -1.0) > now for i in link_ids)
+
+    def reserve(self, link_ids: Iterable[int], until_s: float) -> None:
+        """Mark links as used by a replayed (memoised) collective until `until_s`, so that traffic
+        arriving meanwhile knows it is not alone (the replay itself is not slowed down)."""
+        reserved = self._reserved_until
+        for i in link_ids:
+            if reserved.get(i, -1.0) < until_s:
+                reserved[i] = until_s
 
     def add_bytes(self, kind_bytes: dict[str, float], times: float = 1.0) -> None:
         """Account bytes that a memoised (replayed) collective would have moved."""
@@ -118,9 +131,12 @@ class Network:
         for kind in kinds:   # bytes moved over a kind of link, once per transfer (not per hop)
             self.bytes_by_kind[kind] += nbytes
 
-    def _start(self, flows) -> None:
+    def _start(self, flows, waited: bool = False) -> None:
         self._advance()
         for flow in flows:
+            if waited:
+                for i in flow.links:
+                    self._waiting[i] -= 1
             if not flow.links:                    # latency-only item: done once its latency passed
                 self._batch_done(flow.batch)
                 continue
