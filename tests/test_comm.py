@@ -237,3 +237,17 @@ def test_cli_bad_input_exits_2_with_one_line(argv, capsys):
     assert _cli(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("simserve: error:") and "\n" not in err
+
+
+@pytest.mark.parametrize("topo, ranks", [(DGX_H100, range(8)), (MI300X, range(6)), (TWO_DGX_H100, range(16)),
+                                         (build_topology("h100-sxm", name="pcie"), range(8))])
+@pytest.mark.parametrize("nbytes", [8, 3 * MiB])
+def test_pure_fluid_idle_time_equals_the_simpy_network(topo, ranks, nbytes):
+    # fast mode memoises the pure evaluation; it must be the SimPy network's answer, contention
+    # (tree, one-shot on a switch, flat rings across nodes) included. Tolerance: float rounding.
+    from simserve.collectives.select import candidates
+    from simserve.comm.player import compiled, idle_time, played_idle_time
+
+    for algo in candidates("allreduce", topo, tuple(ranks), nbytes):
+        program = compiled(topo, "allreduce", algo, tuple(ranks), nbytes)
+        assert idle_time(topo, program) == pytest.approx(played_idle_time(topo, program), rel=1e-9), algo

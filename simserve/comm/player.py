@@ -13,6 +13,7 @@ import simpy
 from simserve.collectives import algorithms
 from simserve.collectives.schedule import Schedule, SwitchReduce
 from simserve.network.flows import Network
+from simserve.network.fluid import idle_phase_s
 from simserve.network.topology import Topology
 
 
@@ -91,7 +92,23 @@ def play(env: simpy.Environment, network: Network, program: CompiledSchedule):
 
 
 def idle_time(topology: Topology, program: CompiledSchedule) -> float:
-    """Duration of the collective alone on a fresh copy of the network (memoised by the caller)."""
+    """Duration of the collective alone on an idle network (memoised by the caller).
+
+    Evaluated by the pure fluid model (`network.fluid`), which is the SimPy network's model without
+    the event queue; phases with the same flows (every step of a ring) are costed once."""
+    capacity = [link.bw_Bps for link in topology.links]
+    phase_memo = topology.cache.setdefault("idle_phase", {})
+    total_s = program.launch_s
+    for phase in program.phases:
+        phase_s = phase_memo.get(phase.items)
+        if phase_s is None:
+            phase_s = phase_memo[phase.items] = idle_phase_s(phase.items, capacity)
+        total_s += phase_s + phase.extra_s
+    return total_s
+
+
+def played_idle_time(topology: Topology, program: CompiledSchedule) -> float:
+    """The same duration, played on a fresh SimPy network (tests compare the two)."""
     env = simpy.Environment()
     proc = env.process(play(env, Network(env, topology), program))
     env.run()
