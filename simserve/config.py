@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -41,7 +41,7 @@ class LinksConfig(Strict):
 class ClusterConfig(Strict):
     hardware: Union[str, dict[str, Any]] = "h100-sxm"
     nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(8, ge=1)
+    gpus_per_node: Optional[int] = Field(None, ge=1)   # default: the topology's node size
     topology: str | None = None
     links: LinksConfig = LinksConfig()
     scale_out: dict[str, Any] = Field(default_factory=dict)   # builder options (oversubscription, rails)
@@ -53,6 +53,8 @@ class ParallelismConfig(Strict):
     dp: int = Field(1, ge=1)
     ep: int = Field(1, ge=1)
     cp: int = Field(1, ge=1)
+    stage_layers: Optional[list[int]] = None      # layers per pipeline stage (default: even split)
+    placement: Optional[list[list[int]]] = None   # GPU ids per replica, stage-major then TP rank
 
 
 class CollectivesConfig(Strict):

@@ -1,24 +1,29 @@
 """simulate(config) -> Result: build the SimPy world from a config, run it, measure it."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from simserve.catalog import Gpu, ModelCard, get_hardware, get_model
+from simserve.catalog import DTYPE_BYTES, Gpu, ModelCard, get_hardware, get_model
+from simserve.comm import Communicator
 from simserve.config import SimConfig, load_config
 from simserve.cost import Precision, Shard, StepCost, memory_plan
 from simserve.cost.memory import GiB, MemoryPlan
 from simserve.engine.arrivals import Arrivals
 from simserve.engine.env import SimEnvironment
-from simserve.engine.iteration import IterationModel
 from simserve.engine.replica import Replica
 from simserve.engine.request import Request
+from simserve.engine.stage import Stage
 from simserve.errors import CapacityError, ConfigError
 from simserve.kvcache import BlockManager
 from simserve.metrics import requests_frame, summarize
+from simserve.network.flows import Network
+from simserve.network.topology import Topology, topology_for_cluster
+from simserve.placement import Placement, place, split_layers
 from simserve.router import Router
 from simserve.scheduler import Scheduler
 from simserve.workload import build_workload
@@ -33,29 +38,81 @@ class Result:
 
 def check_layout(cfg: SimConfig, model: ModelCard) -> None:
     par = cfg.parallelism
-    for name in ("tp", "pp", "dp", "ep", "cp"):
+    for name in ("ep", "cp"):
         if getattr(par, name) != 1:
-            raise ConfigError(f"parallelism.{name}={getattr(par, name)} is not yet supported "
-                              f"(this version simulates a single GPU per replica)")
+            raise ConfigError(f"parallelism.{name}={getattr(par, name)} is not yet supported")
     if model.moe is not None or model.mla is not None:
         raise ConfigError(f"model {model.name!r}: mixture-of-experts / latent attention execution is "
                           f"not yet supported")
+    if model.num_heads % par.tp:
+        raise ConfigError(f"tp={par.tp} does not divide {model.name}'s {model.num_heads} attention heads")
+    if par.tp > model.num_kv_heads and par.tp % model.num_kv_heads:
+        raise ConfigError(f"tp={par.tp} is not a multiple of {model.name}'s {model.num_kv_heads} KV heads")
+    if model.intermediate % par.tp:
+        raise ConfigError(f"tp={par.tp} does not divide {model.name}'s FFN width {model.intermediate}")
 
 
-def plan_memory(cfg: SimConfig, model: ModelCard, gpu: Gpu, shard: Shard, precision: Precision) -> MemoryPlan:
-    plan = memory_plan(model, shard, precision, gpu,
-                       gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
-                       reserved_bytes=cfg.engine.reserved_GiB * GiB,
-                       max_tokens=cfg.scheduler.max_batched_tokens, max_seqs=cfg.scheduler.max_batch_size)
-    if plan.kv_capacity_tokens < cfg.engine.block_size:
-        raise CapacityError(
-            f"{model.name} ({precision.weights} weights) does not fit on {gpu.name} with tp={shard.tp}: "
-            f"weights {plan.weights_bytes / GiB:.1f} GiB + activations {plan.activation_bytes / GiB:.1f} GiB "
-            f"+ reserved {plan.reserved_bytes / GiB:.1f} GiB leave "
-            f"{plan.kv_capacity_bytes / GiB:.1f} GiB for the KV cache out of "
-            f"{plan.usable_bytes / GiB:.1f} GiB usable (short by "
-            f"{max(plan.shortfall_bytes, 0) / GiB:.1f} GiB)")
-    return plan
+def stage_shards(cfg: SimConfig, model: ModelCard) -> list[Shard]:
+    layers = split_layers(model.num_layers, cfg.parallelism.pp, cfg.parallelism.stage_layers)
+    last = len(layers) - 1
+    return [Shard(tp=cfg.parallelism.tp, num_layers=n, first_stage=s == 0, last_stage=s == last)
+            for s, n in enumerate(layers)]
+
+
+def plan_memory(cfg: SimConfig, model: ModelCard, gpu: Gpu, shards: list[Shard],
+                precision: Precision) -> list[MemoryPlan]:
+    """One plan per stage; a layout that does not fit says which stage and by how much."""
+    plans = []
+    for s, shard in enumerate(shards):
+        plan = memory_plan(model, shard, precision, gpu,
+                           gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+                           reserved_bytes=cfg.engine.reserved_GiB * GiB,
+                           max_tokens=cfg.scheduler.max_batched_tokens, max_seqs=cfg.scheduler.max_batch_size)
+        if plan.kv_capacity_tokens < cfg.engine.block_size:
+            where = f" stage {s} ({shard.num_layers} layers)" if len(shards) > 1 else ""
+            raise CapacityError(
+                f"{model.name} ({precision.weights} weights) does not fit on {gpu.name} with "
+                f"tp={shard.tp} pp={len(shards)}:{where} weights {plan.weights_bytes / GiB:.1f} GiB + "
+                f"activations {plan.activation_bytes / GiB:.1f} GiB + reserved {plan.reserved_bytes / GiB:.1f} GiB "
+                f"leave {plan.kv_capacity_bytes / GiB:.1f} GiB for the KV cache out of "
+                f"{plan.usable_bytes / GiB:.1f} GiB usable per GPU (short by "
+                f"{max(plan.shortfall_bytes, 0) / GiB + 0.05:.1f} GiB)")
+        plans.append(plan)
+    return plans
+
+
+def exclusive_groups(topology: Topology, placement: Placement) -> list[list[bool]]:
+    """For each replica and stage: do its TP group's links carry nothing but its own collectives?
+    (No other group's collectives and no pipeline transfer can reach them.)"""
+    def pair_links(src_gpus, dst_gpus, same=False):
+        out = set()
+        for a in src_gpus:
+            for b in dst_gpus:
+                if a != b:
+                    out.update(topology.path(a, b))
+        return out
+
+    groups = [(r, s, g) for r, rep in enumerate(placement.replicas) for s, g in enumerate(rep)]
+    own = {(r, s): pair_links(g, g) for r, s, g in groups}
+    p2p = set()
+    for rep in placement.replicas:
+        for s in range(len(rep)):
+            nxt = rep[(s + 1) % len(rep)]
+            if len(rep) > 1:
+                for a, b in zip(rep[s], nxt):
+                    if a != b:
+                        p2p.update(topology.path(a, b))
+    result = []
+    for r, rep in enumerate(placement.replicas):
+        row = []
+        for s in range(len(rep)):
+            others = set(p2p)
+            for key, links in own.items():
+                if key != (r, s):
+                    others |= links
+            row.append(not (own[(r, s)] & others))
+        result.append(row)
+    return result
 
 
 def simulate(config=None, *, overrides=()) -> Result:
@@ -64,54 +121,94 @@ def simulate(config=None, *, overrides=()) -> Result:
     model = get_model(cfg.model)
     gpu = get_hardware(cfg.cluster.hardware)
     check_layout(cfg, model)
+    par = cfg.parallelism
+    topology = topology_for_cluster(cfg.cluster)
+    placement = place(par.tp, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
     precision = Precision(**cfg.precision.model_dump())
-    shard = Shard(tp=cfg.parallelism.tp)
-    plan = plan_memory(cfg, model, gpu, shard, precision)
+    shards = stage_shards(cfg, model)
+    plans = plan_memory(cfg, model, gpu, shards, precision)
+    kv_tokens = min(p.kv_capacity_tokens for p in plans)   # every stage holds KV for its layers
     workload_seed, router_seed = np.random.SeedSequence(cfg.seed).spawn(2)
     work = build_workload(cfg.workload, model.max_context, np.random.default_rng(workload_seed))
     requests = [Request(i, float(t), int(a), int(b))
                 for i, (t, a, b) in enumerate(zip(work.arrival_s, work.isl, work.osl))]
 
     env = SimEnvironment()
-    step_cost = StepCost(model, shard, precision, gpu)
+    network = Network(env, topology)
+    comm = Communicator(env, network, cfg.fidelity)
+    exclusive = exclusive_groups(topology, placement)
+    step_costs = [StepCost(model, shard, precision, gpu) for shard in shards]
     replicas: list[Replica] = []
     router = Router(cfg.router.policy, replicas, np.random.default_rng(router_seed))
     arrivals = Arrivals(env, requests, router)
     sc = cfg.scheduler
-    for index in range(cfg.parallelism.dp):
-        kv = BlockManager(plan.kv_capacity_tokens // cfg.engine.block_size, cfg.engine.block_size,
-                          cfg.engine.kv_watermark)
-        sched = Scheduler(sc.policy, kv, max_batch_size=sc.max_batch_size, max_batched_tokens=sc.max_batched_tokens,
-                          chunk_size=sc.chunk_size, batch_size=sc.batch_size or sc.max_batch_size,
-                          arrivals_pending=arrivals.pending)
-        replicas.append(Replica(env, index, sched, IterationModel(step_cost), arrivals,
-                                coalesce_decode=cfg.engine.coalesce_decode and cfg.fidelity == "fast"))
+    # vLLM's PP sends hidden states and the residual stream (IntermediateTensors) to the next stage
+    p2p_bytes_per_token = 2 * model.hidden * DTYPE_BYTES[precision.activations]
+    for r, groups in enumerate(placement.replicas):
+        kv = BlockManager(kv_tokens // cfg.engine.block_size, cfg.engine.block_size, cfg.engine.kv_watermark)
+        lanes = par.pp
+        batch_size = sc.batch_size or sc.max_batch_size
+        schedulers = [Scheduler(sc.policy, kv, max_batch_size=sc.max_batch_size,
+                                max_batched_tokens=sc.max_batched_tokens, chunk_size=sc.chunk_size,
+                                batch_size=max(1, batch_size // lanes), arrivals_pending=arrivals.pending)
+                      for _ in range(lanes)]
+        stages = [Stage(env, comm, step_costs[s], groups[s], model, precision, shards[s], shards[s].num_layers,
+                        cfg.collectives.allreduce, cfg.fidelity, exclusive[r][s]) for s in range(par.pp)]
+        replicas.append(Replica(env, r, schedulers, stages, arrivals, network,
+                                coalesce_decode=cfg.engine.coalesce_decode and cfg.fidelity == "fast",
+                                p2p_bytes_per_token=p2p_bytes_per_token))
     env.run()
     for rep in replicas:     # invariants of a finished run; a failure here is a simserve bug
-        if rep.scheduler.kv.used or rep.scheduler.running or rep.scheduler.waiting:
-            raise RuntimeError(f"replica {rep.index} ended with {rep.scheduler.kv.used} KV blocks in use, "
-                               f"{len(rep.scheduler.running)} running, {len(rep.scheduler.waiting)} waiting")
+        busy_lanes = [s for s in rep.schedulers if s.running or s.waiting]
+        if rep.kv.used or busy_lanes:
+            raise RuntimeError(f"replica {rep.index} ended with {rep.kv.used} KV blocks in use and "
+                               f"{len(busy_lanes)} lane(s) holding requests")
 
+    sim_time_s = env.now
     df = requests_frame(requests)
     gaps = np.sort(np.concatenate([r.tokens.all_gaps() for r in replicas]))
-    gpus_per_replica = shard.tp
     busy: dict[str, float] = {}
+    stage_rows = []
+    collectives: dict[str, dict[str, float]] = {}
     for rep in replicas:
-        for kind, seconds in rep.iteration.busy_s().items():
-            busy[kind] = busy.get(kind, 0.0) + seconds * gpus_per_replica
-    summary = summarize(df, gaps, busy_s=busy, num_gpus=gpus_per_replica * len(replicas), sim_time_s=env.now,
+        for s, stage in enumerate(rep.stages):
+            stage_busy = stage.busy_s()
+            n = len(stage.gpus)
+            for kind, seconds in stage_busy.items():
+                busy[kind] = busy.get(kind, 0.0) + seconds * n
+            worked = math.fsum(stage_busy.values())
+            p2p = rep.p2p_s[s]
+            bubble = max(0.0, rep.active_s - worked - p2p) if len(rep.stages) > 1 else 0.0
+            busy["p2p"] = busy.get("p2p", 0.0) + p2p * n
+            busy["bubble"] = busy.get("bubble", 0.0) + bubble * n
+            stage_rows.append({"replica": rep.index, "stage": s, "gpus": list(stage.gpus), "layers": stage.layers,
+                               "busy_s": worked, "p2p_s": p2p, "waiting_for_input_s": bubble,
+                               "waiting_for_output_s": rep.wait_output_s[s],
+                               "idle_s": max(0.0, sim_time_s - worked - p2p - bubble)})
+            for (op, algo), calls in stage.calls.items():
+                collectives.setdefault(op, {})[algo] = collectives.setdefault(op, {}).get(algo, 0) + calls
+    for (op, algo), calls in comm.algorithms_used.items():
+        collectives.setdefault(op, {})[algo] = collectives.setdefault(op, {}).get(algo, 0) + calls
+    num_gpus = placement.num_gpus
+    summary = summarize(df, gaps, busy_s=busy, num_gpus=num_gpus, sim_time_s=sim_time_s,
                         slo_ttft_s=cfg.slo.ttft_s, slo_tpot_s=cfg.slo.tpot_s)
+    done = df.status == "completed"
+    moved = {kind: float(b) for kind, b in sorted(network.bytes_by_kind.items()) if b}
     summary.update({
-        "bytes_moved": {},
-        "kv_peak_utilization": max(r.scheduler.kv.peak_used / r.scheduler.kv.num_blocks for r in replicas),
-        "preemptions": int(sum(r.scheduler.preemptions for r in replicas)),
+        "bytes_moved": moved,
+        "bytes_moved_per_request": {k: v / max(int(done.sum()), 1) for k, v in moved.items()},
+        "kv_peak_utilization": max(r.kv.peak_used / r.kv.num_blocks for r in replicas),
+        "preemptions": int(sum(r.preemptions for r in replicas)),
         "output_tokens": int(sum(r.tokens_emitted for r in replicas)),
         "iterations": int(sum(r.iterations for r in replicas)),
         "events": int(env.events_scheduled),
         "wall_time_s": time.perf_counter() - wall_start,
-        "model": model.name, "hardware": gpu.name,
-        "layout": cfg.parallelism.model_dump(),
-        "memory_per_gpu": plan.as_dict(),
+        "model": model.name, "hardware": gpu.name, "topology": topology.name,
+        "layout": {"tp": par.tp, "pp": par.pp, "dp": par.dp, "ep": par.ep},
+        "num_gpus": num_gpus,
+        "collectives": collectives,
+        "stages": stage_rows,
+        "memory_per_gpu": [p.as_dict() for p in plans],
         "workload": work.source,
     })
     summary = {k: summary[k] for k in _ORDER if k in summary} | {k: v for k, v in summary.items() if k not in _ORDER}

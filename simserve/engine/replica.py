@@ -1,19 +1,30 @@
-"""One model replica: its scheduler, KV cache and the iteration loop, as a SimPy process.
+"""One model replica: its scheduler, KV cache, pipeline stages and the iteration loop (SimPy).
 
-The loop reads as the story it tells: schedule a batch, spend the iteration's time, emit tokens.
-Runs of decode-only iterations in which the batch cannot change (no arrival can join, nobody
-finishes, KV blocks suffice) are advanced as one event: their times are a cumulative sum computed
-in closed form, with the same floating-point operations as stepping them one by one, so the
-results are identical (tests/test_engine.py checks it) and far fewer events are needed.
+With one pipeline stage the loop reads as the story it tells: schedule a batch, spend the
+iteration's time, emit tokens. Runs of decode-only iterations in which the batch cannot change (no
+arrival can join, nobody finishes, KV blocks suffice) are advanced as one event: their times are a
+cumulative sum computed with the same floating-point operations as stepping them one by one, so
+the results are identical (tests/test_engine.py checks it) with far fewer events.
+
+With several stages, requests are spread over as many lanes as stages (vLLM V0's virtual engines:
+each lane has its own scheduler over the shared KV cache, and a request joins the lane with the
+fewest outstanding requests). Each lane has at most one micro-batch in flight; a micro-batch is
+its own process that takes each stage in turn (a stage computes one micro-batch at a time, first
+come first served) and hands its activations to the next stage as flows on the network; the last
+stage emits the tokens and returns the sampled token ids to the first. Pipeline bubbles are not
+computed from a formula: they are the time a stage waits while micro-batches are in flight
+elsewhere.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import simpy
 
 from simserve.engine.env import SimEnvironment
 from simserve.engine.request import Request
+from simserve.engine.stage import Stage
 from simserve.kvcache import blocks_for
 from simserve.scheduler import Batch, Scheduler
 
@@ -28,35 +39,54 @@ class TokenLog:
     def all_gaps(self) -> np.ndarray:
         parts = [np.asarray(self.single, dtype=float)]
         parts += [np.repeat(gaps, weight) for gaps, weight in self.shared]
-        return np.sort(np.concatenate(parts)) if parts else np.zeros(0)
+        return np.sort(np.concatenate(parts))
 
 
 class Replica:
-    def __init__(self, env: SimEnvironment, index: int, scheduler: Scheduler, iteration, arrivals,
-                 coalesce_decode: bool = True):
+    def __init__(self, env: SimEnvironment, index: int, schedulers: list[Scheduler], stages: list[Stage],
+                 arrivals, network=None, *, coalesce_decode: bool = True, p2p_bytes_per_token: float = 0.0,
+                 token_id_bytes: float = 4.0):
         self.env = env
         self.index = index
-        self.scheduler = scheduler
-        self.iteration = iteration          # engine.iteration.IterationModel: time and accounting
+        self.schedulers = schedulers        # one lane per scheduler, sharing one KV block pool
+        self.scheduler = schedulers[0]
+        self.kv = schedulers[0].kv
+        self.stages = stages
         self.arrivals = arrivals            # engine.arrivals.Arrivals: next_time(), pending()
-        self.coalesce_decode = coalesce_decode
+        self.network = network
+        self.coalesce_decode = coalesce_decode and len(stages) == 1 and stages[0].closed_form
+        self._lane_busy = [False] * len(schedulers)
+        self._next_lane = 0
+        self.p2p_bytes_per_token = p2p_bytes_per_token
+        self.token_id_bytes = token_id_bytes
         self.tokens = TokenLog()
         self.completed: list[Request] = []
         self.rejected: list[Request] = []
         self.iterations = 0
         self.tokens_emitted = 0
+        # pipeline accounting
+        self.inflight = 0
+        self._active_since = 0.0
+        self.active_s = 0.0                 # time with at least one micro-batch in flight
+        self.p2p_s = [0.0] * len(stages)    # per sending stage
+        self.wait_output_s = [0.0] * len(stages)
+        self._stage_slots = [simpy.Resource(env, capacity=1) for _ in stages] if len(stages) > 1 else []
         self._wake = env.event()
         self._sleeping = False
-        self.process = env.process(self.run())
+        self.process = env.process(self.run() if len(stages) == 1 else self.run_pipeline())
 
     # -- router side ---------------------------------------------------------------------------
     @property
     def outstanding(self) -> int:
-        return len(self.scheduler.waiting) + len(self.scheduler.running)
+        return sum(len(s.waiting) + len(s.running) for s in self.schedulers)
 
     @property
     def kv_load(self) -> float:
-        return self.scheduler.kv.used / self.scheduler.kv.num_blocks
+        return self.kv.used / self.kv.num_blocks
+
+    @property
+    def preemptions(self) -> int:
+        return sum(s.preemptions for s in self.schedulers)
 
     def submit(self, req: Request) -> None:
         req.replica = self.index
@@ -65,32 +95,48 @@ class Replica:
             req.reject_reason = reason
             self.rejected.append(req)
             return
-        self.scheduler.add(req)
+        req.lane = min(range(len(self.schedulers)),
+                       key=lambda i: len(self.schedulers[i].waiting) + len(self.schedulers[i].running))
+        self.schedulers[req.lane].add(req)
+        self._wakeup()
+
+    def _wakeup(self) -> None:
         if self._sleeping:
             self._sleeping = False
             self._wake.succeed()
 
-    # -- the loop ------------------------------------------------------------------------------
+    def _sleep(self):
+        self._sleeping = True
+        yield self._wake
+        self._wake = self.env.event()
+
+    def _mark_scheduled(self, batch: Batch) -> None:
+        for req, _ in batch.prefills:
+            if math.isnan(req.scheduled_s):
+                req.scheduled_s = self.env.now
+
+    # -- one stage -----------------------------------------------------------------------------
     def run(self):
-        env = self.env
+        env, stage = self.env, self.stages[0]
         while True:
             batch = self.scheduler.schedule()
             if not batch:
-                self._sleeping = True
-                yield self._wake
-                self._wake = env.event()
+                yield from self._sleep()
                 continue
-            for req, _ in batch.prefills:
-                if math.isnan(req.scheduled_s):
-                    req.scheduled_s = env.now
+            self._mark_scheduled(batch)
             if batch.decode_only and self.coalesce_decode:
                 yield from self._decode_run(batch.decodes)
                 continue
-            duration = self.iteration.time(batch.stats())
-            end = env.now + duration
-            yield env.at(end)
+            stats = batch.stats()
+            if stage.closed_form:
+                duration = stage.time(stats)
+                end = env.now + duration
+                yield env.at(end)
+                stage.account((stats.tokens, stats.logits_tokens), duration)
+            else:
+                yield from stage.execute(stats)
+                end = env.now
             self.iterations += 1
-            self.iteration.account(duration)
             self._finish(batch, end)
 
     def _finish(self, batch: Batch, end: float) -> None:
@@ -118,13 +164,13 @@ class Replica:
 
     def _complete(self, req: Request, t: float) -> None:
         req.finish_s = t
-        self.scheduler.release(req)
+        self.schedulers[req.lane].release(req)
         self.completed.append(req)
 
     # -- coalesced decode runs -----------------------------------------------------------------
     def _decode_run(self, running: list[Request]):
         """Advance k decode-only iterations as one event (k >= 1); see the module docstring."""
-        env, sched = self.env, self.scheduler
+        env, sched, stage = self.env, self.scheduler, self.stages[0]
         bs = sched.kv.block_size
         n = len(running)
         prefilled = np.fromiter((r.prefilled for r in running), dtype=np.int64, count=n)
@@ -150,9 +196,9 @@ class Replica:
         if cap_by_arrival and k_max > 1 and next_arrival < math.inf:
             # step times never shrink as contexts grow, so the first step's time bounds how many
             # steps fit before the next arrival: evaluate only those
-            first_step_s = float(self.iteration.decode_times(n, kv_start, 1)[0])
+            first_step_s = float(stage.decode_times(n, kv_start, 1)[0])
             k_max = min(k_max, int((next_arrival - env.now) / first_step_s) + 2)
-        durations = self.iteration.decode_times(n, kv_start, k_max)
+        durations = stage.decode_times(n, kv_start, k_max)
         ends = np.cumsum(np.concatenate(([env.now], durations)))[1:]
         k = k_max
         if cap_by_arrival:
@@ -160,7 +206,7 @@ class Replica:
         end = float(ends[k - 1])
         yield env.at(end)
         self.iterations += k
-        self.iteration.account(durations[:k])
+        stage.account((n, n), durations[:k])
         sched.kv.allocate(extra_blocks(k))
         shared = np.diff(ends[:k])
         shared_max = float(shared.max()) if k > 1 else 0.0
@@ -179,3 +225,73 @@ class Replica:
             req.last_token_s = end
             if req.generated >= req.osl:
                 self._complete(req, end)
+
+    # -- pipeline ------------------------------------------------------------------------------
+    def run_pipeline(self):
+        """Start a micro-batch whenever the first stage is free and a lane has work."""
+        env, lanes = self.env, len(self.schedulers)
+        first = self._stage_slots[0]
+        while True:
+            started = False
+            if not first.count and not first.queue:
+                for i in range(lanes):
+                    lane = (self._next_lane + i) % lanes
+                    if self._lane_busy[lane]:
+                        continue
+                    batch = self.schedulers[lane].schedule()
+                    if not batch:
+                        continue
+                    self._next_lane = (lane + 1) % lanes
+                    self._mark_scheduled(batch)
+                    self._lane_busy[lane] = True
+                    if self.inflight == 0:
+                        self._active_since = env.now
+                    self.inflight += 1
+                    env.process(self._micro_batch(lane, batch))
+                    started = True
+                    break
+            if started:
+                yield env.timeout(0)          # let it take the first stage before looking again
+            else:
+                yield from self._sleep()
+
+    def _micro_batch(self, lane: int, batch: Batch):
+        env = self.env
+        stats = batch.stats()
+        last = len(self.stages) - 1
+        for s, stage in enumerate(self.stages):
+            queued = env.now
+            with self._stage_slots[s].request() as slot:
+                yield slot
+                if s > 0:
+                    self.wait_output_s[s - 1] += env.now - queued
+                if stage.closed_form:
+                    duration = stage.time(stats)
+                    yield env.timeout(duration)
+                    stage.account((stats.tokens, stats.logits_tokens), duration)
+                else:
+                    yield from stage.execute(stats)
+            if s == 0:
+                self._wakeup()                # the first stage is free for the next micro-batch
+            if s < last:
+                t0 = env.now
+                yield self._send(stage.gpus, self.stages[s + 1].gpus, stats.tokens * self.p2p_bytes_per_token)
+                self.p2p_s[s] += env.now - t0
+        self.iterations += 1
+        self._finish(batch, env.now)          # tokens exist once the last stage has sampled them
+        t0 = env.now
+        yield self._send(self.stages[-1].gpus, self.stages[0].gpus, stats.logits_tokens * self.token_id_bytes)
+        self.p2p_s[last] += env.now - t0
+        self._lane_busy[lane] = False
+        self.inflight -= 1
+        if self.inflight == 0:
+            self.active_s += env.now - self._active_since
+        self._wakeup()
+
+    def _send(self, src_gpus, dst_gpus, nbytes: float):
+        """Rank i of one stage sends to rank i of the next, all ranks at once (vLLM's PP send)."""
+        items = []
+        for a, b in zip(src_gpus, dst_gpus):
+            links, latency_s = self.network.route(a, b)
+            items.append((links, nbytes, latency_s))
+        return self.network.transfer_batch(items)

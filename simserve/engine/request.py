@@ -5,7 +5,7 @@ import math
 
 
 class Request:
-    __slots__ = ("id", "arrival_s", "isl", "osl", "prefix_hashes", "replica", "prefilled", "generated",
+    __slots__ = ("id", "arrival_s", "isl", "osl", "prefix_hashes", "replica", "lane", "prefilled", "generated",
                  "blocks", "prefill_target", "scheduled_s", "first_token_s", "last_token_s", "finish_s", "itl_max_s",
                  "preemptions", "reject_reason")
 
@@ -16,6 +16,7 @@ class Request:
         self.osl = osl
         self.prefix_hashes = prefix_hashes
         self.replica = -1
+        self.lane = 0               # which of the replica's schedulers (pipeline lanes) holds it
         self.prefilled = 0          # tokens whose KV is computed (prompt, plus generated ones after a preemption)
         self.generated = 0          # output tokens emitted
         self.blocks = 0             # KV blocks held
