@@ -18,6 +18,7 @@ from simserve.engine.env import SimEnvironment
 from simserve.engine.replica import Replica
 from simserve.engine.request import Request
 from simserve.engine.stage import Stage
+from simserve.engine.timeline import Timeline
 from simserve.errors import CapacityError, ConfigError
 from simserve.kvcache import BlockManager
 from simserve.metrics import requests_frame, summarize
@@ -32,8 +33,9 @@ from simserve.workload import build_workload
 @dataclass
 class Result:
     summary: dict
-    requests: pd.DataFrame
+    requests: pd.DataFrame            # one row per request (requests.csv)
     config: SimConfig
+    timeline: pd.DataFrame | None = None   # what each stage did when (engine.timeline.COLUMNS)
 
 
 def check_layout(cfg: SimConfig, model: ModelCard) -> None:
@@ -139,6 +141,7 @@ def simulate(config=None, *, overrides=()) -> Result:
     exclusive = exclusive_groups(topology, placement)
     step_costs = [StepCost(model, shard, precision, gpu) for shard in shards]
     replicas: list[Replica] = []
+    timeline = Timeline()
     router = Router(cfg.router.policy, replicas, np.random.default_rng(router_seed))
     arrivals = Arrivals(env, requests, router)
     sc = cfg.scheduler
@@ -156,7 +159,7 @@ def simulate(config=None, *, overrides=()) -> Result:
                         cfg.collectives.allreduce, cfg.fidelity, exclusive[r][s]) for s in range(par.pp)]
         replicas.append(Replica(env, r, schedulers, stages, arrivals, network,
                                 coalesce_decode=cfg.engine.coalesce_decode and cfg.fidelity == "fast",
-                                p2p_bytes_per_token=p2p_bytes_per_token))
+                                p2p_bytes_per_token=p2p_bytes_per_token, timeline=timeline))
     env.run()
     for rep in replicas:     # invariants of a finished run; a failure here is a simserve bug
         busy_lanes = [s for s in rep.schedulers if s.running or s.waiting]
@@ -212,7 +215,7 @@ def simulate(config=None, *, overrides=()) -> Result:
         "workload": work.source,
     })
     summary = {k: summary[k] for k in _ORDER if k in summary} | {k: v for k, v in summary.items() if k not in _ORDER}
-    return Result(summary=summary, requests=df, config=cfg)
+    return Result(summary=summary, requests=df, config=cfg, timeline=timeline.frame())
 
 
 _ORDER = ["num_requests", "num_completed", "num_rejected", "ttft", "tpot", "itl", "e2e", "queue_delay",

@@ -45,7 +45,7 @@ class TokenLog:
 class Replica:
     def __init__(self, env: SimEnvironment, index: int, schedulers: list[Scheduler], stages: list[Stage],
                  arrivals, network=None, *, coalesce_decode: bool = True, p2p_bytes_per_token: float = 0.0,
-                 token_id_bytes: float = 4.0):
+                 token_id_bytes: float = 4.0, timeline=None):
         self.env = env
         self.index = index
         self.schedulers = schedulers        # one lane per scheduler, sharing one KV block pool
@@ -60,6 +60,7 @@ class Replica:
         self.p2p_bytes_per_token = p2p_bytes_per_token
         self.token_id_bytes = token_id_bytes
         self.tokens = TokenLog()
+        self.timeline = timeline            # engine.timeline.Timeline
         self.completed: list[Request] = []
         self.rejected: list[Request] = []
         self.iterations = 0
@@ -128,16 +129,18 @@ class Replica:
                 yield from self._decode_run(batch.decodes)
                 continue
             stats = batch.stats()
+            start = env.now
             if stage.closed_form:
                 duration = stage.time(stats)
                 end = env.now + duration
                 yield env.at(end)
-                stage.account((stats.tokens, stats.logits_tokens), duration)
+                split = stage.account((stats.tokens, stats.logits_tokens), duration)
             else:
-                yield from stage.execute(stats)
+                split = yield from stage.execute(stats)
                 end = env.now
             self.iterations += 1
             self._finish(batch, end)
+            self.timeline.iteration(self, 0, start, end, 1, stats.prefill_tokens, stats.decode_tokens, split)
 
     def _finish(self, batch: Batch, end: float) -> None:
         for req, chunk in batch.prefills:
@@ -204,9 +207,10 @@ class Replica:
         if cap_by_arrival:
             k = min(k, int(np.searchsorted(ends, next_arrival, side="left")) + 1)
         end = float(ends[k - 1])
+        start = env.now
         yield env.at(end)
         self.iterations += k
-        stage.account((n, n), durations[:k])
+        split = stage.account((n, n), durations[:k])
         sched.kv.allocate(extra_blocks(k))
         shared = np.diff(ends[:k])
         shared_max = float(shared.max()) if k > 1 else 0.0
@@ -225,6 +229,7 @@ class Replica:
             req.last_token_s = end
             if req.generated >= req.osl:
                 self._complete(req, end)
+        self.timeline.iteration(self, 0, start, end, k, 0, n, split)
 
     # -- pipeline ------------------------------------------------------------------------------
     def run_pipeline(self):
@@ -265,33 +270,30 @@ class Replica:
                 yield slot
                 if s > 0:
                     self.wait_output_s[s - 1] += env.now - queued
-                if stage.closed_form:
-                    duration = stage.time(stats)
-                    yield env.timeout(duration)
-                    stage.account((stats.tokens, stats.logits_tokens), duration)
-                else:
-                    yield from stage.execute(stats)
+                start = env.now
+                split = yield from stage.execute(stats)
+                self.timeline.iteration(self, s, start, env.now, 1, stats.prefill_tokens, stats.decode_tokens, split)
             if s == 0:
                 self._wakeup()                # the first stage is free for the next micro-batch
             if s < last:
-                t0 = env.now
-                yield self._send(stage.gpus, self.stages[s + 1].gpus, stats.tokens * self.p2p_bytes_per_token)
-                self.p2p_s[s] += env.now - t0
+                yield from self._send(s, stage.gpus, self.stages[s + 1].gpus, stats.tokens * self.p2p_bytes_per_token)
         self.iterations += 1
         self._finish(batch, env.now)          # tokens exist once the last stage has sampled them
-        t0 = env.now
-        yield self._send(self.stages[-1].gpus, self.stages[0].gpus, stats.logits_tokens * self.token_id_bytes)
-        self.p2p_s[last] += env.now - t0
+        yield from self._send(last, self.stages[-1].gpus, self.stages[0].gpus,
+                              stats.logits_tokens * self.token_id_bytes)
         self._lane_busy[lane] = False
         self.inflight -= 1
         if self.inflight == 0:
             self.active_s += env.now - self._active_since
         self._wakeup()
 
-    def _send(self, src_gpus, dst_gpus, nbytes: float):
+    def _send(self, stage: int, src_gpus, dst_gpus, nbytes: float):
         """Rank i of one stage sends to rank i of the next, all ranks at once (vLLM's PP send)."""
         items = []
         for a, b in zip(src_gpus, dst_gpus):
             links, latency_s = self.network.route(a, b)
             items.append((links, nbytes, latency_s))
-        return self.network.transfer_batch(items)
+        start = self.env.now
+        yield self.network.transfer_batch(items)
+        self.p2p_s[stage] += self.env.now - start
+        self.timeline.transfer(self, stage, start, self.env.now, nbytes * len(items))

@@ -92,11 +92,12 @@ class Stage:
         ar, ag = self.comm_s(num_seqs, num_seqs)
         return compute + ar + ag
 
-    def account(self, stats_or_tokens: tuple[int, int], durations) -> None:
-        """Split closed-form iteration times into compute and collectives for the breakdown."""
+    def account(self, stats_or_tokens: tuple[int, int], durations) -> tuple[float, float, float]:
+        """Split closed-form iteration times into compute and collectives for the breakdown;
+        returns the (compute, all-reduce, all-gather) seconds of these iterations."""
         if len(self.gpus) == 1:
             self.busy["compute"].append(durations)
-            return
+            return float(np.sum(durations)), 0.0, 0.0
         tokens, logits = stats_or_tokens
         ar, ag, moved, used_algos = self._comm(tokens, logits)
         count = np.size(durations)
@@ -106,6 +107,7 @@ class Stage:
         self.busy["allreduce"].append(ar * count)
         self.busy["allgather"].append(ag * count)
         self.comm.network.add_bytes(moved, count)
+        return float(np.sum(durations)) - (ar + ag) * count, ar * count, ag * count
 
     # -- played --------------------------------------------------------------------------------
     def execute(self, stats: BatchStats):
@@ -115,8 +117,7 @@ class Stage:
         if self.closed_form:
             duration = self.time(stats)
             yield env.timeout(duration)
-            self.account((stats.tokens, stats.logits_tokens), duration)
-            return
+            return self.account((stats.tokens, stats.logits_tokens), duration)
         start = env.now
         ar_bytes = stats.tokens * self.allreduce_bytes_per_token
         ag_bytes = stats.logits_tokens * self.logit_bytes_per_token
@@ -142,6 +143,7 @@ class Stage:
         self.busy["compute"].append(env.now - start - ar_s - ag_s)
         self.busy["allreduce"].append(ar_s)
         self.busy["allgather"].append(ag_s)
+        return env.now - start - ar_s - ag_s, ar_s, ag_s
 
     def busy_s(self) -> dict[str, float]:
         out = {}

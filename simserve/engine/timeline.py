@@ -1,0 +1,32 @@
+"""What each stage of each replica did, and when: the data behind plots and Perfetto traces.
+
+One row per iteration (per stage, with pipelines), per coalesced decode run (`steps` > 1), and per
+pipeline transfer; appending a tuple per event keeps it cheap enough to record always.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+COLUMNS = ("replica", "stage", "kind", "start_s", "end_s", "steps", "prefill_tokens", "decode_seqs",
+           "compute_s", "allreduce_s", "allgather_s", "p2p_bytes", "kv_used_blocks", "kv_total_blocks",
+           "running", "waiting")
+
+
+class Timeline:
+    def __init__(self):
+        self.rows: list[tuple] = []
+
+    def iteration(self, replica, stage: int, start_s: float, end_s: float, steps: int, prefill_tokens: int,
+                  decode_seqs: int, split: tuple[float, float, float]) -> None:
+        sched = [s for s in replica.schedulers]
+        self.rows.append((replica.index, stage, "iteration" if steps == 1 else "decode_run", start_s, end_s,
+                          steps, prefill_tokens, decode_seqs, split[0], split[1], split[2], 0.0,
+                          replica.kv.used, replica.kv.num_blocks, sum(len(s.running) for s in sched),
+                          sum(len(s.waiting) for s in sched)))
+
+    def transfer(self, replica, stage: int, start_s: float, end_s: float, nbytes: float) -> None:
+        self.rows.append((replica.index, stage, "p2p", start_s, end_s, 1, 0, 0, 0.0, 0.0, 0.0, nbytes,
+                          replica.kv.used, replica.kv.num_blocks, 0, 0))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=list(COLUMNS))
