@@ -1,9 +1,23 @@
-"""The `workload:` section of a config (DESIGN.md sections 4-5)."""
+"""The `workload:` section of a config (DESIGN.md sections 4-5).
+
+A workload is a request source (a trace file, or lengths drawn from numbers, a distribution or a
+named dataset profile) plus an arrival process. Everything here is validation only: no file is
+opened until `build_workload` runs, so a config can be checked without its data.
+
+Defaults: `WorkloadConfig()` replays the bundled Azure conversation trace with its own timestamps.
+The default is resolved at build time (`effective_trace`), not written into `trace`, so a dumped
+and reloaded config that later gains `lengths` does not silently keep the default trace.
+"""
 from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simserve.workload.profiles import PROFILES
+
+DEFAULT_TRACE = "AzureLLMInferenceTrace_conv.csv.gz"
+FORMATS = ("auto", "azure", "burstgpt", "mooncake", "vidur", "csv", "jsonl")
 
 
 class _Strict(BaseModel):
@@ -11,53 +25,119 @@ class _Strict(BaseModel):
 
 
 class Distribution(_Strict):
-    """A length distribution: lognormal with a mean and coefficient of variation, or uniform."""
-    dist: Literal["lognormal", "uniform", "fixed"] = "lognormal"
+    """A length distribution in tokens, drawn then rounded and clipped to [min, max].
+
+    `mean` and `cv` describe the distribution before clipping; with the default min of 1 and no
+    max the clipping moves the mean by well under a token for means above ~10 tokens.
+    """
+    dist: Literal["lognormal", "gamma", "uniform", "fixed"] = "lognormal"
     mean: float = Field(..., gt=0)
     cv: float = Field(0.5, ge=0)
     min: int = Field(1, ge=1)
     max: Optional[int] = Field(None, ge=1)
 
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"distribution max ({self.max}) is below its min ({self.min})")
+        if self.dist == "uniform" and self.cv > 1 / 3 ** 0.5:
+            raise ValueError(f"a uniform distribution has cv at most 0.577 (got {self.cv}): "
+                             "its lower end would be negative")
+        return self
+
+
+LengthSpec = Union[int, Distribution]
+
 
 class LengthsConfig(_Strict):
-    """ISL/OSL: fixed numbers, distributions, or a named dataset profile."""
-    isl: Union[int, Distribution, None] = None
-    osl: Union[int, Distribution, None] = None
+    """ISL/OSL in tokens: fixed numbers, distributions, or a named dataset profile.
+
+    With a profile, an explicit `isl` or `osl` overrides that side of it (e.g. a profile's
+    prompts with a fixed 128-token output).
+    """
+    isl: Optional[LengthSpec] = None
+    osl: Optional[LengthSpec] = None
     profile: Optional[str] = None
+
+    @field_validator("isl", "osl")
+    @classmethod
+    def _positive(cls, value, info):
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"{info.field_name} must be a positive number of tokens (got {value})")
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name):
+        if name is not None and name not in PROFILES:
+            raise ValueError(f"unknown length profile {name!r}; known: {', '.join(sorted(PROFILES))}")
+        return name
 
     @model_validator(mode="after")
     def _one_source(self):
         if self.profile is None and (self.isl is None or self.osl is None):
             raise ValueError("lengths needs both isl and osl, or a profile")
-        for name in ("isl", "osl"):
-            value = getattr(self, name)
-            if isinstance(value, int) and value < 1:
-                raise ValueError(f"{name} must be a positive number of tokens (got {value})")
         return self
 
 
 class ArrivalsConfig(_Strict):
+    """When requests arrive.
+
+    - `trace`: the trace's own timestamps, re-based to start at 0, divided by `rate_scale`
+      (2 = twice the rate, half the duration), or rescaled so the mean rate is `rate` if given;
+      plus uniform jitter in [0, jitter_s) per request (Mooncake stamps come in ~3 s steps).
+    - `poisson`: exponential gaps with mean 1/rate.
+    - `gamma`: gamma gaps with mean 1/rate and coefficient of variation `cv` (cv 1 = Poisson,
+      above 1 = burstier).
+    - `batch`: every request at t = 0 (the analytical studies' fixed batch).
+    """
     process: Literal["trace", "poisson", "gamma", "batch"] = "trace"
-    rate: Optional[float] = Field(None, description="requests per second (poisson, gamma)")
-    cv: float = Field(1.0, gt=0, description="coefficient of variation of inter-arrival times (gamma)")
+    rate: Optional[float] = Field(None, description="requests per second")
+    cv: float = Field(1.0, gt=0, description="coefficient of variation of inter-arrival gaps (gamma)")
     rate_scale: float = Field(1.0, gt=0, description="trace: multiply the trace's rate by this")
+    jitter_s: float = Field(0.0, ge=0, description="trace: add uniform [0, jitter_s) to each stamp")
 
     @model_validator(mode="after")
     def _rate(self):
-        if self.process in ("poisson", "gamma"):
-            if self.rate is None:
-                raise ValueError(f"arrivals.process {self.process} needs a rate (requests per second)")
-            if not self.rate > 0:
-                raise ValueError(f"arrival rate must be positive (got {self.rate})")
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError(f"arrivals.rate must be a positive number of requests per second (got {self.rate})")
+        if self.process in ("poisson", "gamma") and self.rate is None:
+            raise ValueError(f"arrivals.process {self.process} needs a rate (requests per second)")
+        if self.process == "trace" and self.rate is not None and self.rate_scale != 1.0:
+            raise ValueError("arrivals: give either rate (target mean rate) or rate_scale for a trace, not both")
+        if self.process != "trace" and (self.rate_scale != 1.0 or self.jitter_s):
+            raise ValueError(f"arrivals.rate_scale and jitter_s apply to process trace, not {self.process}")
         return self
 
 
-DEFAULT_TRACE = "AzureLLMInferenceTrace_conv.csv.gz"
+class ColumnsConfig(_Strict):
+    """Column (CSV) or key (JSONL) names of a generic trace file.
+
+    `arrival` may be omitted for a length-only file (then pair it with an arrival process).
+    `time_unit` says what the arrival column holds: seconds, ms, us, ns, or an ISO date-time.
+    """
+    isl: str
+    osl: str
+    arrival: Optional[str] = None
+    time_unit: Literal["s", "ms", "us", "ns", "datetime"] = "s"
+    hash_ids: Optional[str] = None
+
+
+class FiltersConfig(_Strict):
+    """Keep only rows whose column matches (case-insensitive); a list means any of them.
+
+    `model` and `log_type` are BurstGPT's `Model` and `Log Type` columns.
+    """
+    model: Union[str, list[str], None] = None
+    log_type: Union[str, list[str], None] = None
 
 
 class WorkloadConfig(_Strict):
+    """The `workload:` section. See the module docstring and DESIGN.md section 5."""
     trace: Optional[str] = None
     format: Literal["auto", "azure", "burstgpt", "mooncake", "vidur", "csv", "jsonl"] = "auto"
+    columns: Optional[ColumnsConfig] = None
+    filters: FiltersConfig = FiltersConfig()
     lengths: Optional[LengthsConfig] = None
     arrivals: ArrivalsConfig = ArrivalsConfig()
     num_requests: Optional[int] = Field(None, ge=1)
@@ -65,10 +145,17 @@ class WorkloadConfig(_Strict):
     context_overflow: Literal["truncate", "reject"] = "truncate"
     strict: bool = False
 
+    @property
+    def effective_trace(self) -> Optional[str]:
+        """The trace to read: the configured one, or the bundled default when nothing else is given."""
+        if self.trace is None and self.lengths is None:
+            return DEFAULT_TRACE
+        return self.trace
+
     @model_validator(mode="after")
     def _source(self):
-        if self.trace is None and self.lengths is None:
-            object.__setattr__(self, "trace", DEFAULT_TRACE)
-        if self.arrivals.process == "trace" and self.trace is None:
-            raise ValueError("arrivals.process trace needs a workload.trace (or choose poisson, gamma, batch)")
+        if self.arrivals.process == "trace" and self.effective_trace is None:
+            raise ValueError("arrivals.process trace needs a workload.trace (or choose poisson, gamma or batch)")
+        if self.trace is None and (self.columns is not None or self.format != "auto"):
+            raise ValueError("workload.columns and workload.format describe a trace file; set workload.trace")
         return self
