@@ -18,7 +18,8 @@ from typing import Optional
 import numpy as np
 
 from simserve.workload.profiles import PROFILES, FittedLength, Profile, lognormal_mu_for_clipped_mean
-from simserve.workload.trace import BUNDLED_DIR, TraceData, load_trace
+from simserve.errors import WorkloadError
+from simserve.workload.trace import BUNDLED_DIR, TraceData, bundled_files, load_trace, resolve_trace
 
 # Standard normal quantiles for the fitted profiles' p50 and p99.
 _Z = {"p50": 0.0, "p99": 2.3263478740408408}
@@ -81,4 +82,12 @@ def describe(source: str | Path, fmt: Optional[str] = None) -> dict:
     text = str(source)
     if text in PROFILES and not Path(text).exists() and fmt in (None, "auto"):
         return profile_stats(PROFILES[text])
+    try:
+        resolve_trace(text)
+    except WorkloadError as exc:
+        if not Path(text).exists():
+            raise WorkloadError(f"{text} is neither a file, a bundled trace nor a length profile "
+                                f"(profiles: {', '.join(sorted(PROFILES))}; bundled traces: "
+                                f"{', '.join(bundled_files())})") from None
+        raise exc
     return trace_stats(load_trace(text, fmt or "auto"))
