@@ -53,7 +53,9 @@ class ParallelismConfig(Strict):
     dp: int = Field(1, ge=1)
     ep: int = Field(1, ge=1)
     cp: int = Field(1, ge=1)
-    stage_layers: Optional[list[int]] = None      # layers per pipeline stage (default: even split)
+    # layers per pipeline stage: "even", "balanced" (equal stage times, LM head and embedding
+    # included) or an explicit list
+    stage_layers: Union[Literal["even", "balanced"], list[int]] = "even"
     placement: Optional[list[list[int]]] = None   # GPU ids per replica, stage-major then TP rank
 
 

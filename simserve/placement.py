@@ -56,15 +56,34 @@ def place(tp: int, pp: int, dp: int, nodes: int, gpus_per_node: int,
     return Placement(replicas, gpus_per_node)
 
 
-def split_layers(num_layers: int, pp: int, explicit: Sequence[int] | None = None) -> tuple[int, ...]:
-    """Layers per stage: an explicit list, or as even as possible (earlier stages get the extra
-    layers, except that the last stage, which also runs the LM head, is never the largest)."""
-    if explicit is not None:
+def split_layers(num_layers: int, pp: int, explicit: Sequence[int] | str | None = None,
+                 head_layers: tuple[float, float] = (0.0, 0.0)) -> tuple[int, ...]:
+    """Layers per stage.
+
+    - an explicit list;
+    - "even" (default): as even as possible, earlier stages take the remainder;
+    - "balanced": equal stage *times*, where the first stage's embedding and the last stage's
+      LM head count as `head_layers` = (first, last) layer-equivalents of time (the caller derives
+      them from the cost model); the remaining layers are spread evenly over the other stages.
+    """
+    if isinstance(explicit, (list, tuple)):
         if len(explicit) != pp or sum(explicit) != num_layers or min(explicit) < 1:
             raise ConfigError(f"parallelism.stage_layers {list(explicit)} must list {pp} positive counts "
                               f"summing to the model's {num_layers} layers")
         return tuple(int(x) for x in explicit)
     if pp > num_layers:
         raise ConfigError(f"pp={pp} exceeds the model's {num_layers} layers")
+    if explicit == "balanced" and pp > 1:
+        first_extra, last_extra = head_layers
+        target = (num_layers + first_extra + last_extra) / pp
+        first = max(1, round(target - first_extra))
+        last = max(1, round(target - last_extra))
+        middle = num_layers - first - last
+        if pp == 2:
+            first, last = first + middle // 2 + middle % 2, last + middle // 2
+            return (first, last)
+        if middle >= pp - 2:
+            base, extra = divmod(middle, pp - 2)
+            return (first,) + tuple(base + (1 if s < extra else 0) for s in range(pp - 2)) + (last,)
     base, extra = divmod(num_layers, pp)
     return tuple(base + (1 if s < extra else 0) for s in range(pp))

@@ -11,7 +11,7 @@ import pandas as pd
 from simserve.catalog import DTYPE_BYTES, Gpu, ModelCard, get_hardware, get_model
 from simserve.comm import Communicator
 from simserve.config import SimConfig, load_config
-from simserve.cost import Precision, Shard, StepCost, memory_plan
+from simserve.cost import BatchStats, Precision, Shard, StepCost, memory_plan
 from simserve.cost.memory import GiB, MemoryPlan
 from simserve.engine.arrivals import Arrivals
 from simserve.engine.env import SimEnvironment
@@ -54,8 +54,20 @@ def check_layout(cfg: SimConfig, model: ModelCard) -> None:
         raise ConfigError(f"tp={par.tp} does not divide {model.name}'s FFN width {model.intermediate}")
 
 
-def stage_shards(cfg: SimConfig, model: ModelCard) -> list[Shard]:
-    layers = split_layers(model.num_layers, cfg.parallelism.pp, cfg.parallelism.stage_layers)
+def head_layer_equivalents(model: ModelCard, gpu: Gpu, precision: Precision, tp: int) -> tuple[float, float]:
+    """Embedding and LM-head time in units of one layer's time, for a typical decode batch (32
+    sequences at 1k context): what `stage_layers: balanced` evens out."""
+    batch = BatchStats.of([], [1024] * 32)
+    layer = StepCost(model, Shard(tp=tp, num_layers=1, first_stage=False, last_stage=False), precision, gpu).time(batch)
+    first = StepCost(model, Shard(tp=tp, num_layers=0, first_stage=True, last_stage=False), precision, gpu).time(batch)
+    last = StepCost(model, Shard(tp=tp, num_layers=0, first_stage=False, last_stage=True), precision, gpu).time(batch)
+    return first / layer, last / layer
+
+
+def stage_shards(cfg: SimConfig, model: ModelCard, gpu: Gpu, precision: Precision) -> list[Shard]:
+    par = cfg.parallelism
+    heads = head_layer_equivalents(model, gpu, precision, par.tp) if par.stage_layers == "balanced" else (0, 0)
+    layers = split_layers(model.num_layers, par.pp, par.stage_layers, heads)
     last = len(layers) - 1
     return [Shard(tp=cfg.parallelism.tp, num_layers=n, first_stage=s == 0, last_stage=s == last)
             for s, n in enumerate(layers)]
@@ -127,7 +139,7 @@ def simulate(config=None, *, overrides=()) -> Result:
     topology = topology_for_cluster(cfg.cluster)
     placement = place(par.tp, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
     precision = Precision(**cfg.precision.model_dump())
-    shards = stage_shards(cfg, model)
+    shards = stage_shards(cfg, model, gpu, precision)
     plans = plan_memory(cfg, model, gpu, shards, precision)
     kv_tokens = min(p.kv_capacity_tokens for p in plans)   # every stage holds KV for its layers
     workload_seed, router_seed = np.random.SeedSequence(cfg.seed).spawn(2)
