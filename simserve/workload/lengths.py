@@ -47,12 +47,24 @@ def empirical_rows(file_name: str) -> tuple[np.ndarray, np.ndarray]:
     return data.isl, data.osl
 
 
+def shuffled_deck(rows: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n row indices dealt from freshly shuffled decks of all rows: each row is used once before any
+    row repeats.
+
+    Why not i.i.d. draws: the bundled files are heavy-tailed (Azure code OSL has cv 2.3), and i.i.d.
+    resampling of 20k rows misses the file's mean by 1.6% (one standard error); dealing whole decks
+    keeps every full pass exact and only the last partial deck random (sampled without replacement).
+    """
+    decks = [rng.permutation(rows) for _ in range(-(-n // rows))]
+    return np.concatenate(decks)[:n] if decks else np.zeros(0, dtype=np.int64)
+
+
 def sample_profile(profile: Profile, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """n (isl, osl) pairs from a profile: rows with replacement, or the fitted lognormals."""
+    """n (isl, osl) pairs from a profile: whole rows dealt from shuffled decks, or the fitted lognormals."""
     if profile.file is not None:
         isl, osl = empirical_rows(profile.file)
-        pick = rng.integers(0, len(isl), n)
-        return isl[pick].copy(), osl[pick].copy()
+        pick = shuffled_deck(len(isl), n, rng)
+        return isl[pick], osl[pick]
     return sample_fitted(profile.isl_fit, n, rng), sample_fitted(profile.osl_fit, n, rng)
 
 
