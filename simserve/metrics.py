@@ -68,3 +68,24 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
         "gpu_utilization": 1.0 - breakdown["idle"],
         "sim_time_s": sim_time_s,
     }
+
+
+def static_batch_formula(df: pd.DataFrame) -> dict | None:
+    """Seed 003's analytical throughput for a static batch, from the first batch the simulation ran:
+    output tokens / (prefill latency + OSL x decode latency), where prefill latency runs from the
+    batch's admission to its last first token and decode latency is one decode step (the decode
+    phase, in which the whole batch steps together, divided by its OSL - 1 steps)."""
+    done = df[df.status == "completed"]
+    if done.empty:
+        return None
+    first = done[done.scheduled_s == done.scheduled_s.min()]
+    osl = int(first.osl.iloc[0])
+    if (first.osl != osl).any() or osl < 2:
+        return None
+    start = float(first.scheduled_s.min())
+    prefill_s = float(first.first_token_s.max()) - start
+    decode_s = (float(first.finish_s.max()) - float(first.first_token_s.max())) / (osl - 1)
+    batch = len(first)
+    return {"batch_size": batch, "prefill_latency_s": prefill_s, "decode_latency_s": decode_s,
+            "formula_output_tokens_per_s": batch * osl / (prefill_s + osl * decode_s),
+            "simulated_output_tokens_per_s": batch * osl / (float(first.finish_s.max()) - start)}

@@ -21,7 +21,7 @@ from simserve.engine.stage import Stage
 from simserve.engine.timeline import Timeline
 from simserve.errors import CapacityError, ConfigError
 from simserve.kvcache import BlockManager
-from simserve.metrics import requests_frame, summarize
+from simserve.metrics import requests_frame, static_batch_formula, summarize
 from simserve.network.flows import Network
 from simserve.network.topology import Topology, topology_for_cluster
 from simserve.placement import Placement, place, split_layers
@@ -226,6 +226,8 @@ def simulate(config=None, *, overrides=()) -> Result:
         "memory_per_gpu": [p.as_dict() for p in plans],
         "workload": work.source,
     })
+    if sc.policy == "static":
+        summary["static_batch"] = static_batch_formula(df)
     summary = {k: summary[k] for k in _ORDER if k in summary} | {k: v for k, v in summary.items() if k not in _ORDER}
     return Result(summary=summary, requests=df, config=cfg, timeline=timeline.frame())
 
