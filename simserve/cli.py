@@ -44,9 +44,21 @@ def cmd_run(args) -> int:
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
     config = args.config or DEFAULT_CONFIG
+    # --- figures and trace (issue 7): check the window before a long run ---
+    from simserve.tracing import parse_window
+    trace_window = parse_window(args.trace_window)
+    # --- end ---
     result = simulate(config, overrides=overrides)
     out = Path(args.out) if args.out else Path("results") / Path(config).stem
     write_results(result, out)
+    # --- figures and trace (issue 7) ---
+    if args.plots:
+        from simserve.plots import write_figures
+        write_figures(result, out / "plots", args.format)
+    if args.trace or trace_window:
+        from simserve.tracing import write_trace
+        write_trace(result, out / "trace.json", trace_window)
+    # --- end ---
     if not args.quiet:
         _print_summary(result.summary, out)
     return 0
@@ -100,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value")
     run.add_argument("--seed", type=int)
     run.add_argument("--quiet", action="store_true")
+    # --- figures and trace (issue 7) ---
+    run.add_argument("--plots", action="store_true", help="write figures into OUT/plots")
+    run.add_argument("--format", choices=("png", "svg"), default="png", help="figure format (with --plots)")
+    run.add_argument("--trace", action="store_true", help="write OUT/trace.json (Perfetto, chrome://tracing)")
+    run.add_argument("--trace-window", metavar="START:END", help="trace only this simulated time (s); implies --trace")
+    # --- end ---
     run.set_defaults(func=cmd_run)
 
     est = sub.add_parser("estimate", help="analytical step times and memory, no simulation")
@@ -119,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("--json", action="store_true")
     cat.set_defaults(func=cmd_catalog)
 
-    for module in ("simserve.comm.cli", "simserve.workload.cli"):
+    for module in ("simserve.comm.cli", "simserve.workload.cli",
+                   "simserve.plots", "simserve.report", "simserve.tracing"):   # plot, report, trace (issue 7)
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:
