@@ -63,7 +63,7 @@ class LengthsConfig(_Strict):
     @classmethod
     def _positive(cls, value, info):
         if isinstance(value, int) and value < 1:
-            raise ValueError(f"{info.field_name} must be a positive number of tokens (got {value})")
+            raise ValueError(f"{info.field_name} must be a positive number of tokens")
         return value
 
     @field_validator("profile")
