@@ -79,6 +79,13 @@ def test_mooncake_prefix_hashes_and_jitter_within_its_3s_steps():
     assert all(len(h) == -(-isl // 512) for h, isl in zip(jittered.prefix_hashes, jittered.isl))
 
 
+def test_truncated_mooncake_prompts_keep_only_their_prefix_blocks():
+    with pytest.warns(WorkloadWarning, match="truncated"):
+        w = build(trace="conversation_trace.jsonl.gz", max_context=8192)
+    assert (w.isl + w.osl).max() <= 8192
+    assert all(len(h) == -(-isl // 512) for h, isl in zip(w.prefix_hashes, w.isl))
+
+
 def test_length_only_file_needs_an_arrival_process():
     with pytest.raises(WorkloadError, match="has no timestamps: set workload.arrivals.process"):
         build(trace="sharegpt_8k_filtered_stats_llama2_tokenizer.csv.gz")

@@ -22,7 +22,7 @@ from simserve.errors import WorkloadError
 from simserve.workload.arrivals import arrivals_until, retime_trace, synthetic_arrivals
 from simserve.workload.config import WorkloadConfig
 from simserve.workload.lengths import describe_lengths, draw_lengths
-from simserve.workload.readers import Columns
+from simserve.workload.readers import MOONCAKE_BLOCK_TOKENS, Columns
 from simserve.workload.trace import TraceData, WorkloadWarning, load_trace
 from simserve.workload.types import Workload
 
@@ -101,6 +101,13 @@ def fit_context(isl: np.ndarray, osl: np.ndarray, max_context: int, policy: str)
     return isl, osl, f"{count} request(s) truncated to the model's context of {max_context} tokens"
 
 
+def trim_prefix_blocks(prefix, isl: np.ndarray) -> tuple[tuple[int, ...], ...]:
+    """Drop the prefix blocks of prompt tokens cut by truncation: a prompt of n tokens spans
+    ceil(n / 512) Mooncake blocks."""
+    block = MOONCAKE_BLOCK_TOKENS
+    return tuple(h[:-(-int(n) // block)] for h, n in zip(prefix, isl))
+
+
 def build_workload(cfg: WorkloadConfig, max_context: int, rng: np.random.Generator) -> Workload:
     """The requests of a `workload:` section, ready for the engine (see the module docstring)."""
     if max_context < 2:
@@ -119,6 +126,8 @@ def build_workload(cfg: WorkloadConfig, max_context: int, rng: np.random.Generat
     t, isl, osl = t[:keep], isl[:keep], osl[:keep]
     prefix = None if prefix is None else prefix[:keep]
     isl, osl, note = fit_context(isl, osl, max_context, cfg.context_overflow)
+    if note and prefix is not None:
+        prefix = trim_prefix_blocks(prefix, isl)
     if note:
         warnings.warn(note, WorkloadWarning, stacklevel=2)
         source += f"; {note}"

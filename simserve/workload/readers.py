@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 from simserve.errors import WorkloadError
 
@@ -33,8 +33,8 @@ MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
 TIME_UNIT_S = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """One request as read (a NamedTuple: ~3x cheaper to build than a frozen dataclass per row)."""
     line: int
     arrival_s: Optional[float]        # seconds on the trace's own clock (not yet re-based)
     isl: int
@@ -114,6 +114,8 @@ def datetime_s(value, column: str, where: str) -> float:
     Anything else (a time zone, a `T`, 7 fractional digits) goes through the slow path.
     """
     text = str(value).strip()
+    if text.endswith(("+00:00", "Z")):      # UTC, as the Azure 2024 files write it
+        text = text[:-6] if text[-1] == "0" else text[:-1]
     if len(text) >= 19 and text[16] == ":" and text[4] == "-" and text[13] == ":":
         tail = text[17:]
         if tail.replace(".", "", 1).isdigit():
@@ -235,7 +237,7 @@ def read_csv(path: Path, columns: Columns, fmt: str, filters: Optional[dict[str,
             where = f"{name}: line {line}"
             if len(row) != width:
                 raise WorkloadError(f"{where}: {len(row)} fields, expected {width} as in the header")
-            if not all(_match(row[i], a) for i, a in zip(f_idx, allowed)):
+            if f_idx and not all(_match(row[i], a) for i, a in zip(f_idx, allowed)):
                 yield Skip("filtered", line)
                 continue
             if skip_failed and row[o_i].strip() in ("0", "0.0"):
