@@ -234,7 +234,7 @@ def queue_length(requests: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     admitted = admitted[~np.isnan(admitted)]
     times = np.concatenate((arrivals, admitted))
     delta = np.concatenate((np.ones(arrivals.size), -np.ones(admitted.size)))
-    order = np.lexsort((delta, times))          # at equal times, admissions (-1) first
+    order = np.lexsort((-delta, times))         # at equal times, the arrival (+1) first
     return times[order], np.cumsum(delta[order])
 
 
