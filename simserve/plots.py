@@ -13,7 +13,8 @@ What each figure shows:
   and E2E. p50/p90/p99 are computed by `simserve.metrics.distribution`, the same code that fills
   summary.json, so the p99 line of TTFT, TPOT and E2E sits exactly at the summary's p99. The SLO
   (config `slo.ttft_s`, `slo.tpot_s`) is drawn in red where it applies.
-- `latency_over_time`: requests binned by arrival time; per bin p50 and p99 of TTFT and TPOT
+- `latency_over_time`: requests binned by arrival time (by finish time when they all arrive at
+  once); per bin p50 and p99 of TTFT and TPOT
   (the p99 of a bin with fewer than 100 requests is its maximum, give or take); beneath, the
   arrival rate per bin and the queue length (requests arrived but not yet admitted, from the
   per-request timestamps; preempted requests waiting again are not counted).
@@ -200,11 +201,17 @@ def _title(runs: list[RunData], what: str) -> str:
 
 
 # -- latency over time -------------------------------------------------------------------------
-def _bins(runs: list[RunData], num_bins: int) -> np.ndarray:
-    start = min(float(r.requests.arrival_s.min()) for r in runs if len(r.requests))
-    end = max(float(r.requests.arrival_s.max()) for r in runs if len(r.requests))
+def _bins(runs: list[RunData], num_bins: int) -> tuple[np.ndarray, str]:
+    """Equal bins from the first arrival to the last finish, and the request time latencies are
+    grouped by: arrival, or finish when (nearly) all requests arrive at once (a batch), since
+    grouping by arrival would then put every request in one bin."""
+    start = min(float(r.requests.arrival_s.min()) for r in runs)
+    last_arrival = max(float(r.requests.arrival_s.max()) for r in runs)
+    end = max(last_arrival, max(float(np.nanmax(r.requests.finish_s.to_numpy(dtype=float), initial=start))
+                                for r in runs))
     width = max((end - start) / num_bins, 1e-6)
-    return start + width * np.arange(num_bins + 1)
+    by = "arrival_s" if last_arrival - start > 0.05 * (end - start) else "finish_s"
+    return start + width * np.arange(num_bins + 1), by
 
 
 def binned_percentiles(arrival_s: np.ndarray, values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -261,7 +268,7 @@ def latency_over_time(runs, num_bins: int | None = None) -> Figure:
         return fig
     if num_bins is None:     # about 10 requests a bin, 5 to 60 bins
         num_bins = int(np.clip(max(len(r.requests) for r in have) // 10, 5, 60))
-    edges = _bins(have, num_bins)
+    edges, by = _bins(have, num_bins)
     width = edges[1] - edges[0]
     colors = _colors(len(runs))
     single = len(runs) == 1
@@ -269,15 +276,15 @@ def latency_over_time(runs, num_bins: int | None = None) -> Figure:
         done = run.completed
         prefix = "" if single else f"{run.label} "
         for ax, column in ((ax_ttft, "ttft_s"), (ax_tpot, "tpot_s")):
-            centres, p50, p99, _ = binned_percentiles(done.arrival_s.to_numpy(dtype=float),
+            centres, p50, p99, _ = binned_percentiles(done[by].to_numpy(dtype=float),
                                                       done[column].to_numpy(dtype=float), edges)
-            ax.plot(centres, p50, "-", color=colors[i], lw=1.4, label=f"{prefix}p50")
-            ax.plot(centres, p99, "--", color=colors[i] if not single else "#862e9c", lw=1.4, label=f"{prefix}p99")
+            ax.plot(centres, p50, ".-", ms=3, color=colors[i], lw=1.4, label=f"{prefix}p50")
+            ax.plot(centres, p99, ".--", ms=3, color=colors[i] if not single else "#862e9c", lw=1.4, label=f"{prefix}p99")
         arrivals = run.requests.arrival_s.to_numpy(dtype=float)
         counts, _ = np.histogram(arrivals, bins=edges)
         ax_rate.stairs(counts / width, edges, color=colors[i], lw=1.2, label=f"{prefix}arrivals")
         qt, qn = queue_length(run.requests)
-        qt, qn = _envelope(qt, qn)
+        qt, qn = _envelope(qt, qn, max_points=800)     # per-bin peaks: readable at any run length
         ax_queue.step(qt, qn, where="post", color=colors[i], lw=1.0, ls=":", alpha=0.9, label=f"{prefix}queue")
     for ax, slo_key, label in ((ax_ttft, "ttft_s", "TTFT (s)"), (ax_tpot, "tpot_s", "TPOT (s)")):
         slo = runs[0].slo.get(slo_key)
@@ -296,7 +303,7 @@ def latency_over_time(runs, num_bins: int | None = None) -> Figure:
     ax_queue.set_ylabel("queued requests")
     ax_queue.set_ylim(bottom=0)
     ax_queue.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_rate.set_xlabel(f"simulated time (s); latencies by arrival time in {width:.3g} s bins")
+    ax_rate.set_xlabel(f"simulated time (s); latencies grouped by {by.replace('_s', '')} time in {width:.3g} s bins")
     ax_rate.grid(True, alpha=0.3)
     handles = ax_rate.get_legend_handles_labels()[0] + ax_queue.get_legend_handles_labels()[0]
     ax_rate.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper left", ncol=2)
