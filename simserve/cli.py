@@ -48,7 +48,7 @@ def cmd_run(args) -> int:
     from simserve.tracing import parse_window
     trace_window = parse_window(args.trace_window)
     # --- end ---
-    result = simulate(config, overrides=overrides)
+    result = simulate(config, overrides=overrides, show_progress=False if args.quiet else None)
     out = Path(args.out) if args.out else Path("results") / Path(config).stem
     write_results(result, out)
     # --- figures and trace (issue 7) ---

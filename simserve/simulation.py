@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from simserve import progress
 from simserve.catalog import DTYPE_BYTES, Gpu, ModelCard, get_hardware, get_model
 from simserve.comm import Communicator
 from simserve.config import SimConfig, load_config
@@ -36,6 +37,7 @@ class Result:
     requests: pd.DataFrame            # one row per request (requests.csv)
     config: SimConfig
     timeline: pd.DataFrame | None = None   # what each stage did when (engine.timeline.COLUMNS)
+    itl_gaps: np.ndarray | None = None     # every inter-token gap, sorted (the summary's ITL sample)
 
 
 def check_layout(cfg: SimConfig, model: ModelCard) -> None:
@@ -129,7 +131,9 @@ def exclusive_groups(topology: Topology, placement: Placement) -> list[list[bool
     return result
 
 
-def simulate(config=None, *, overrides=()) -> Result:
+def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -> Result:
+    """Run a config (path, dict or SimConfig; None: the bundled default). `show_progress`: a
+    progress bar on the terminal (None: only when stdout is a terminal)."""
     cfg = load_config(config, overrides)
     wall_start = time.perf_counter()
     model = get_model(cfg.model)
@@ -171,8 +175,12 @@ def simulate(config=None, *, overrides=()) -> Result:
                         cfg.collectives.allreduce, cfg.fidelity, exclusive[r][s]) for s in range(par.pp)]
         replicas.append(Replica(env, r, schedulers, stages, arrivals, network,
                                 coalesce_decode=cfg.engine.coalesce_decode and cfg.fidelity == "fast",
-                                p2p_bytes_per_token=p2p_bytes_per_token, timeline=timeline))
-    env.run()
+                                p2p_bytes_per_token=p2p_bytes_per_token, timeline=timeline,
+                                fast_transfers=cfg.fidelity == "fast"))
+    with progress.track(env, total=len(requests),
+                        done=lambda: sum(len(r.completed) + len(r.rejected) for r in replicas),
+                        horizon_s=requests[-1].arrival_s if requests else None, enabled=show_progress):
+        env.run()
     for rep in replicas:     # invariants of a finished run; a failure here is a simserve bug
         busy_lanes = [s for s in rep.schedulers if s.running or s.waiting]
         if rep.kv.used or busy_lanes:
@@ -229,7 +237,7 @@ def simulate(config=None, *, overrides=()) -> Result:
     if sc.policy == "static":
         summary["static_batch"] = static_batch_formula(df)
     summary = {k: summary[k] for k in _ORDER if k in summary} | {k: v for k, v in summary.items() if k not in _ORDER}
-    return Result(summary=summary, requests=df, config=cfg, timeline=timeline.frame())
+    return Result(summary=summary, requests=df, config=cfg, timeline=timeline.frame(), itl_gaps=gaps)
 
 
 _ORDER = ["num_requests", "num_completed", "num_rejected", "ttft", "tpot", "itl", "e2e", "queue_delay",

@@ -45,7 +45,7 @@ class TokenLog:
 class Replica:
     def __init__(self, env: SimEnvironment, index: int, schedulers: list[Scheduler], stages: list[Stage],
                  arrivals, network=None, *, coalesce_decode: bool = True, p2p_bytes_per_token: float = 0.0,
-                 token_id_bytes: float = 4.0, timeline=None):
+                 token_id_bytes: float = 4.0, timeline=None, fast_transfers: bool = True):
         self.env = env
         self.index = index
         self.schedulers = schedulers        # one lane per scheduler, sharing one KV block pool
@@ -61,6 +61,7 @@ class Replica:
         self.token_id_bytes = token_id_bytes
         self.tokens = TokenLog()
         self.timeline = timeline            # engine.timeline.Timeline
+        self.fast_transfers = fast_transfers
         self.completed: list[Request] = []
         self.rejected: list[Request] = []
         self.iterations = 0
@@ -288,12 +289,30 @@ class Replica:
         self._wakeup()
 
     def _send(self, stage: int, src_gpus, dst_gpus, nbytes: float):
-        """Rank i of one stage sends to rank i of the next, all ranks at once (vLLM's PP send)."""
-        items = []
+        """Rank i of one stage sends to rank i of the next, all ranks at once (vLLM's PP send).
+
+        In `fast`, flows whose links are idle and not shared with each other take their idle-network
+        time (path latency + bytes / slowest link) as one timeout and reserve their links, as
+        replayed collectives do; anything else is played as flows."""
+        network = self.network
+        items, links_used = [], set()
+        disjoint = True
         for a, b in zip(src_gpus, dst_gpus):
-            links, latency_s = self.network.route(a, b)
+            links, latency_s = network.route(a, b)
             items.append((links, nbytes, latency_s))
+            if links_used.intersection(links):
+                disjoint = False
+            links_used.update(links)
         start = self.env.now
-        yield self.network.transfer_batch(items)
+        if self.fast_transfers and disjoint and not network.busy(links_used):
+            table = network.topology.links
+            duration = max(lat + (nb / min(table[i].bw_Bps for i in ln) if nb > 0 and ln else 0.0)
+                           for ln, nb, lat in items)
+            for ln, nb, _ in items:
+                network.account(ln, nb)
+            network.reserve(links_used, start + duration)
+            yield self.env.timeout(duration)
+        else:
+            yield network.transfer_batch(items)
         self.p2p_s[stage] += self.env.now - start
         self.timeline.transfer(self, stage, start, self.env.now, nbytes * len(items))

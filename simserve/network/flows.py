@@ -84,7 +84,7 @@ class Network:
         by_latency: dict[float, list] = {}
         for item in items:
             links, nbytes, latency_s = item[0], item[1], item[2]
-            self._account(links, item[3] if len(item) > 3 else nbytes)
+            self.account(links, item[3] if len(item) > 3 else nbytes)
             if (not links or nbytes <= 0) and latency_s <= 0:
                 continue
             batch.pending += 1
@@ -123,7 +123,8 @@ class Network:
 
     # ---- internals ----------------------------------------------------------------------------
 
-    def _account(self, links, nbytes) -> None:
+    def account(self, links, nbytes) -> None:
+        """Count a transfer's bytes on its links and link kinds (also for closed-form transfers)."""
         kinds = set()
         for i in links:
             self.bytes_by_link[i] += nbytes
