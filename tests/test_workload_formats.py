@@ -228,3 +228,18 @@ def test_bundled_names_resolve_with_or_without_folder_and_gz():
         warnings.simplefilter("error")
         for name in ("workloads/AzureLLMInferenceTrace_code.csv.gz", "AzureLLMInferenceTrace_code.csv"):
             assert len(load_trace(name, max_rows=5)) == 5
+
+
+def test_fractional_json_length_is_refused_not_truncated(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"timestamp": 0, "input_length": 10, "output_length": 5}\n'
+                    '{"timestamp": 1000, "input_length": 10.5, "output_length": 5}\n')
+    with pytest.raises(WorkloadError, match="line 2"):
+        load_trace(path, fmt="mooncake")
+
+
+def test_csv_with_a_byte_order_mark_is_detected(tmp_path):
+    path = tmp_path / "azure.csv"
+    path.write_bytes(b"\xef\xbb\xbfTIMESTAMP,ContextTokens,GeneratedTokens\n"
+                     b"2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n")
+    assert len(load_trace(path).isl) == 2

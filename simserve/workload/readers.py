@@ -65,15 +65,15 @@ def open_text(path: Path):
     with open(path, "rb") as raw:
         magic = raw.read(2)
     if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")   # -sig: Excel's byte-order mark is not a column name
 
 
 # ---------------------------------------------------------------- field parsing
 def positive_int(value, column: str, where: str) -> int:
     """A token count: a positive integer (an integral float such as `12.0` is accepted)."""
-    if isinstance(value, bool):
-        raise WorkloadError(f"{where}: {column} is {value!r}, not an integer")
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise WorkloadError(f"{where}: {column} is {value!r}, not an integer")   # JSON 10.5: no silent cut
     try:
         number = int(value)
     except (TypeError, ValueError):
