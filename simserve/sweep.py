@@ -1,0 +1,316 @@
+"""`simserve sweep SWEEP [--out DIR] [--workers N] [--ray ADDRESS]` (DESIGN.md section 5).
+
+A SWEEP file (YAML) names a base config and the points to run, as override sets:
+
+```yaml
+base: llama70b-tp4pp2-mi325x.yaml      # a config file (relative to the sweep file) or an inline mapping
+grid:                                  # cartesian product of the value lists, in key order
+  parallelism.tp: [1, 2, 4, 8]
+  scheduler.batch_size: [1, 32]
+points:                                # and/or an explicit list of override sets
+  - {parallelism.tp: 4, parallelism.pp: 2}
+set: {seed: 3}                         # optional: overrides applied to every point
+```
+
+With both `grid` and `points`, every point is combined with every grid combination. Each point is
+one `simulate(base, overrides=[...])`. As a point finishes, its row is appended to
+`DIR/results.csv` (and flushed): the override columns, `status` (`ok`, or `error` with the
+one-line reason, e.g. a layout that does not fit), and summary metrics. Re-running the same sweep
+skips every point already in `results.csv` with status `ok` or `error` (both are deterministic
+outcomes); a point whose worker crashed for another reason is recorded as `failed` and re-run.
+
+Points run in local worker processes (`--workers`, default: the CPU count) or, with
+`--ray ADDRESS`, as Ray tasks (the `ray` package must be installed).
+
+Decisions: the point key is the canonical JSON of its override set; `goodput_per_gpu` is goodput
+(requests/s meeting the SLO) divided by the number of GPUs; shares are `time_breakdown` fractions
+of all GPUs' simulated time.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from simserve.errors import ConfigError, SimserveError
+
+METRICS = (
+    "num_gpus", "num_requests", "num_completed", "num_rejected",
+    "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p50_s", "e2e_p99_s",
+    "throughput_output_tokens_per_s", "throughput_requests_per_s", "goodput_requests_per_s",
+    "goodput_per_gpu", "output_tokens_per_s_per_gpu",
+    "compute_share", "allreduce_share", "alltoall_share", "p2p_share", "bubble_share", "idle_share",
+    "sim_time_s", "wall_time_s",
+)
+SWEEP_KEYS = ("base", "grid", "points", "set")
+
+
+# -- the sweep file ------------------------------------------------------------------------------
+
+def _format_value(value: Any) -> str:
+    """An override value as the YAML text `apply_overrides` parses back to the same value."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)       # JSON is YAML: numbers, booleans, null, lists, mappings
+
+
+def point_key(overrides: Mapping[str, Any]) -> str:
+    return json.dumps({k: overrides[k] for k in sorted(overrides)}, sort_keys=True, default=str)
+
+
+def load_sweep(source: str | Path | Mapping[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
+    """(base config as path or dict, list of override sets). Raises ConfigError with one line."""
+    from simserve.config import load_yaml_text
+
+    where = Path(".")
+    name = "sweep"
+    if isinstance(source, Mapping):
+        raw = dict(source)
+    else:
+        path = Path(source)
+        name, where = str(path), path.parent
+        try:
+            raw = load_yaml_text(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"sweep file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"sweep path is a directory: {path}") from None
+        except Exception as exc:  # noqa: BLE001 -- any YAML error becomes one line
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: a sweep must be a mapping with base and grid and/or points")
+    unknown = sorted(set(raw) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(f"{name}: unknown sweep key(s) {', '.join(map(repr, unknown))} "
+                          f"(allowed: {', '.join(SWEEP_KEYS)})")
+    if "grid" not in raw and "points" not in raw:
+        raise ConfigError(f"{name}: a sweep needs a grid and/or a list of points")
+
+    base = raw.get("base")
+    if isinstance(base, str):
+        base_path = Path(base)
+        if not base_path.is_absolute() and (where / base_path).exists():
+            base_path = where / base_path
+        base = str(base_path)
+    elif base is not None and not isinstance(base, dict):
+        raise ConfigError(f"{name}: base must be a config file path or a mapping, got {type(base).__name__}")
+
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ConfigError(f"{name}: grid must map override keys to lists of values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{name}: grid.{key} must be a non-empty list of values, got {values!r}")
+    combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else [{}]
+
+    points = raw.get("points")
+    if points is None:
+        points = [{}]
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise ConfigError(f"{name}: points must be a list of mappings of override key to value")
+    common = raw.get("set") or {}
+    if not isinstance(common, dict):
+        raise ConfigError(f"{name}: set must map override keys to values")
+
+    out, seen = [], set()
+    for point in points:
+        for combo in combos:
+            overrides = {**common, **point, **combo}
+            key = point_key(overrides)
+            if key not in seen:
+                seen.add(key)
+                out.append(overrides)
+    return base, out
+
+
+def override_list(overrides: Mapping[str, Any]) -> list[str]:
+    return [f"{k}={_format_value(v)}" for k, v in overrides.items()]
+
+
+def validate_points(base, points: Iterable[Mapping[str, Any]]) -> None:
+    """Load every point's config before anything runs, so a bad key fails at once, with one line."""
+    from simserve.config import load_config
+
+    for overrides in points:
+        try:
+            load_config(base, override_list(overrides))
+        except SimserveError as exc:
+            raise ConfigError(f"sweep point {point_key(overrides)}: {exc}") from None
+
+
+# -- one point -----------------------------------------------------------------------------------
+
+def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+    br = summary.get("time_breakdown", {})
+    gpus = int(summary.get("num_gpus") or 1)
+    return {
+        "num_gpus": gpus,
+        "num_requests": summary["num_requests"], "num_completed": summary["num_completed"],
+        "num_rejected": summary["num_rejected"],
+        "ttft_p50_s": summary["ttft"]["p50"], "ttft_p99_s": summary["ttft"]["p99"],
+        "tpot_p50_s": summary["tpot"]["p50"], "tpot_p99_s": summary["tpot"]["p99"],
+        "e2e_p50_s": summary["e2e"]["p50"], "e2e_p99_s": summary["e2e"]["p99"],
+        "throughput_output_tokens_per_s": summary["throughput_output_tokens_per_s"],
+        "throughput_requests_per_s": summary["throughput_requests_per_s"],
+        "goodput_requests_per_s": summary["goodput_requests_per_s"],
+        "goodput_per_gpu": summary["goodput_requests_per_s"] / gpus,
+        "output_tokens_per_s_per_gpu": summary["throughput_output_tokens_per_s"] / gpus,
+        "compute_share": br.get("compute", 0.0), "allreduce_share": br.get("allreduce", 0.0),
+        "alltoall_share": br.get("alltoall", 0.0), "p2p_share": br.get("p2p", 0.0),
+        "bubble_share": br.get("bubble", 0.0), "idle_share": br.get("idle", 0.0),
+        "sim_time_s": summary["sim_time_s"], "wall_time_s": summary["wall_time_s"],
+    }
+
+
+def run_point(base, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Simulate one point; returns {"status", "error", metrics...}. Never raises for bad input."""
+    from simserve.simulation import simulate
+
+    start = time.perf_counter()
+    try:
+        result = simulate(base, overrides=override_list(overrides))
+    except SimserveError as exc:
+        return {"status": "error", "error": str(exc), "wall_time_s": time.perf_counter() - start}
+    except Exception as exc:  # noqa: BLE001 -- recorded, re-run next time
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
+                "wall_time_s": time.perf_counter() - start}
+    return {"status": "ok", "error": "", **summary_row(result.summary)}
+
+
+# -- results.csv ---------------------------------------------------------------------------------
+
+def _columns(keys: list[str]) -> list[str]:
+    return ["point", *keys, "status", "error", *METRICS]
+
+
+def finished_points(csv_path: Path) -> tuple[set[str], list[str] | None]:
+    """Keys of points already recorded as ok or error, and the file's header (None: no file)."""
+    if not csv_path.exists() or csv_path.stat().st_size == 0:
+        return set(), None
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames
+        done = {row["point"] for row in reader if row.get("status") in ("ok", "error")}
+    return done, header
+
+
+class _Writer:
+    def __init__(self, csv_path: Path, columns: list[str], header: list[str] | None):
+        if header is not None and header != columns:
+            raise ConfigError(f"{csv_path} holds another sweep's results (its columns differ); "
+                              f"use another --out")
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = csv_path.open("a", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=columns, extrasaction="ignore")
+        if header is None:
+            self.writer.writeheader()
+            self.fh.flush()
+
+    def write(self, overrides: Mapping[str, Any], outcome: Mapping[str, Any]) -> None:
+        row = {"point": point_key(overrides),
+               **{k: _format_value(v) if isinstance(v, (list, dict)) else v for k, v in overrides.items()},
+               **outcome}
+        self.writer.writerow(row)
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# -- running -------------------------------------------------------------------------------------
+
+def run_sweep(sweep: str | Path | Mapping[str, Any], out_dir: str | Path, workers: int | None = None,
+              ray_address: str | None = None,
+              on_point: Callable[[dict, dict], None] | None = None):
+    """Run every unfinished point; append rows to out_dir/results.csv as they finish.
+    Returns the whole results.csv as a pandas DataFrame."""
+    import pandas as pd
+
+    base, points = load_sweep(sweep)
+    validate_points(base, points)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {workers})")
+    keys = sorted({k for p in points for k in p})
+    csv_path = Path(out_dir) / "results.csv"
+    done, header = finished_points(csv_path)
+    todo = [p for p in points if point_key(p) not in done]
+    writer = _Writer(csv_path, _columns(keys), header)
+
+    def record(overrides, outcome):
+        writer.write(overrides, outcome)
+        if on_point:
+            on_point(overrides, outcome)
+
+    try:
+        if ray_address is not None:
+            _run_ray(base, todo, ray_address, record)
+        else:
+            workers = workers or os.cpu_count() or 1
+            if workers == 1 or len(todo) <= 1:
+                for overrides in todo:
+                    record(overrides, run_point(base, overrides))
+            else:
+                with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
+                    pending = {pool.submit(run_point, base, p): p for p in todo}
+                    while pending:
+                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in finished:
+                            record(pending.pop(fut), fut.result())
+    finally:
+        writer.close()
+    return pd.read_csv(csv_path)
+
+
+def _run_ray(base, todo, address: str, record) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs the ray package (pip install 'ray[default]'); "
+                          "or run locally with --workers N") from None
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(run_point)
+    pending = {remote.remote(base, p): p for p in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            record(pending.pop(ref), ray.get(ref))
+
+
+# -- CLI -----------------------------------------------------------------------------------------
+
+def cmd_sweep(args) -> int:
+    out = Path(args.out) if args.out else Path("results") / Path(args.sweep).stem
+    _, points = load_sweep(args.sweep)
+    done, _ = finished_points(out / "results.csv")
+    todo = sum(point_key(p) not in done for p in points)
+    if not args.quiet:
+        print(f"{len(points)} points, {len(points) - todo} already in {out / 'results.csv'}, running {todo}")
+    counter = {"n": 0}
+
+    def progress(overrides, outcome):
+        counter["n"] += 1
+        if args.quiet:
+            return
+        what = ", ".join(f"{k}={_format_value(v)}" for k, v in overrides.items()) or "(base)"
+        tail = (f"TTFT p50 {outcome['ttft_p50_s']:.3g} s, {outcome['throughput_output_tokens_per_s']:.1f} tok/s"
+                if outcome["status"] == "ok" else f"{outcome['status']}: {outcome['error']}")
+        print(f"[{counter['n']}/{todo}] {what}: {tail}", flush=True)
+
+    run_sweep(args.sweep, out, workers=args.workers, ray_address=args.ray, on_point=progress)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="run a grid or list of config overrides; one CSV row per point")
+    p.add_argument("sweep", help="sweep YAML: base, grid and/or points, set")
+    p.add_argument("--out", help="results folder (default: results/SWEEP_NAME); results.csv inside")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None, help="run points as Ray tasks on this cluster")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep)
