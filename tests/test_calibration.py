@@ -42,3 +42,12 @@ def test_fitted_factors_are_physical():
     _, info = fit(H100, "h100-sxm")
     f = info["factors"]
     assert 0.5 < f["bf16"] < 0.9 and 0.5 < f["memory"] < 0.95 and 1e-6 < f["kernel_overhead_s"] < 10e-6
+
+
+def test_the_profile_repeats_on_a_second_h100():
+    """layers_repeat.csv: experiments/profile_h100.py rerun on another H100 machine (2026-11-25).
+    Measurement noise must stay well below the model's own error, or the fit would chase noise."""
+    from simserve.calibration import load_profile
+    tables = load_profile("h100-sxm")
+    ratio = tables["layers_repeat"].time_us / tables["layers"].time_us - 1
+    assert ratio.abs().median() < 0.02 and ratio.abs().max() < 0.10
