@@ -61,6 +61,7 @@ class ParallelismConfig(Strict):
 
 class CollectivesConfig(Strict):
     allreduce: str = "auto"
+    alltoall: Literal["auto", "direct", "pairwise"] = "direct"   # MoE dispatch/combine (NCCL/DeepEP send to all peers at once)
 
     @model_validator(mode="after")
     def _known(self):
@@ -71,10 +72,32 @@ class CollectivesConfig(Strict):
 
 
 class MoeConfig(Strict):
-    routing: Literal["uniform", "zipf", "dirichlet"] = "uniform"
+    """Routing and expert placement of mixture-of-experts models (simserve.cost.moe documents them).
+
+    routing: expert popularity uniform, zipf (zipf_s), dirichlet (dirichlet_alpha, default 1.0) or
+    trace (a routing-trace file, `trace`); popularity fixed per layer (drawn once from the seed)
+    unless `redraw` (re-drawn every iteration). Token counts per expert are drawn every iteration.
+    distinct_layers: routing draws per iteration; MoE layer l uses draw l mod n (null: one per layer).
+    placement: round_robin (expert e on EP rank e mod ep) or balanced (greedy by expected load);
+    redundant_experts: extra copies of the hottest experts (balanced only; a multiple of ep).
+    """
+    routing: Literal["uniform", "zipf", "dirichlet", "trace"] = "uniform"
     zipf_s: float = Field(1.2, gt=0)
     dirichlet_alpha: float | None = Field(None, gt=0)
+    trace: str | None = None
+    redraw: bool = False
+    distinct_layers: int | None = Field(4, ge=1)
     placement: Literal["round_robin", "balanced"] = "round_robin"
+    redundant_experts: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.routing == "trace" and not self.trace:
+            raise ValueError("routing: trace needs moe.trace (a routing-trace CSV file)")
+        if self.redundant_experts and self.placement != "balanced":
+            raise ValueError("redundant_experts needs placement: balanced (hot experts are replicated "
+                             "by expected load)")
+        return self
 
 
 class SchedulerConfig(Strict):

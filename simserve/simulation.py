@@ -14,8 +14,10 @@ from simserve.comm import Communicator
 from simserve.config import SimConfig, load_config
 from simserve.cost import BatchStats, Precision, Shard, StepCost, memory_plan
 from simserve.cost.memory import GiB, MemoryPlan
+from simserve.cost.moe import ExpertRouter, MoeLayout, moe_memory_plan, place_experts, read_routing_trace
 from simserve.engine.arrivals import Arrivals
 from simserve.engine.env import SimEnvironment
+from simserve.engine.moe import MoeStage
 from simserve.engine.replica import Replica
 from simserve.engine.request import Request
 from simserve.engine.stage import Stage
@@ -42,18 +44,62 @@ class Result:
 
 def check_layout(cfg: SimConfig, model: ModelCard) -> None:
     par = cfg.parallelism
-    for name in ("ep", "cp"):
-        if getattr(par, name) != 1:
-            raise ConfigError(f"parallelism.{name}={getattr(par, name)} is not yet supported")
-    if model.moe is not None or model.mla is not None:
-        raise ConfigError(f"model {model.name!r}: mixture-of-experts / latent attention execution is "
-                          f"not yet supported")
+    if par.cp != 1:
+        raise ConfigError(f"parallelism.cp={par.cp} is not yet supported")
+    if model.moe is None and par.ep != 1:
+        raise ConfigError(f"parallelism.ep={par.ep} needs a mixture-of-experts model; {model.name} is dense")
+    if model.mla is not None and model.moe is None:
+        raise ConfigError(f"model {model.name!r}: latent attention is supported on MoE models only")
     if model.num_heads % par.tp:
         raise ConfigError(f"tp={par.tp} does not divide {model.name}'s {model.num_heads} attention heads")
-    if par.tp > model.num_kv_heads and par.tp % model.num_kv_heads:
+    if model.mla is None and par.tp > model.num_kv_heads and par.tp % model.num_kv_heads:
         raise ConfigError(f"tp={par.tp} is not a multiple of {model.name}'s {model.num_kv_heads} KV heads")
     if model.intermediate % par.tp:
         raise ConfigError(f"tp={par.tp} does not divide {model.name}'s FFN width {model.intermediate}")
+    if model.moe is not None:
+        check_moe_layout(cfg, model)
+
+
+def check_moe_layout(cfg: SimConfig, model: ModelCard) -> None:
+    """Expert parallelism: the EP group is the replica's GPUs, tp x dp_attention of them."""
+    par, moe = cfg.parallelism, model.moe
+    if par.pp != 1:
+        raise ConfigError(f"pp={par.pp} with a mixture-of-experts model is not yet supported (use ep, tp, dp)")
+    if par.ep > 1 and par.ep % par.tp:
+        raise ConfigError(f"ep={par.ep} must be a multiple of tp={par.tp}: the EP group spans tp x "
+                          f"dp_attention GPUs")
+    if (moe.num_experts + cfg.moe.redundant_experts) % par.ep:
+        extra = f" + {cfg.moe.redundant_experts} redundant" if cfg.moe.redundant_experts else ""
+        raise ConfigError(f"ep={par.ep} does not divide {model.name}'s {moe.num_experts}{extra} experts")
+    if cfg.moe.redundant_experts > moe.num_experts * (par.ep - 1):
+        raise ConfigError(f"moe.redundant_experts={cfg.moe.redundant_experts}: at most one copy of an expert per "
+                          f"GPU ({moe.num_experts * (par.ep - 1)} extra copies with ep={par.ep})")
+    if par.ep == 1 and moe.expert_intermediate % par.tp:
+        raise ConfigError(f"tp={par.tp} does not divide {model.name}'s expert width {moe.expert_intermediate}")
+    if moe.shared_experts and (moe.shared_experts * moe.expert_intermediate) % par.tp:
+        raise ConfigError(f"tp={par.tp} does not divide {model.name}'s shared-expert width")
+
+
+def moe_layout(cfg: SimConfig) -> MoeLayout:
+    par = cfg.parallelism
+    return MoeLayout(ep=par.ep, tp=par.tp, redundant=cfg.moe.redundant_experts)
+
+
+def plan_moe_memory(cfg: SimConfig, model: ModelCard, gpu: Gpu, precision: Precision) -> tuple[MemoryPlan, float]:
+    layout = moe_layout(cfg)
+    plan, experts = moe_memory_plan(model, layout, precision, gpu,
+                                    gpu_memory_utilization=cfg.engine.gpu_memory_utilization,
+                                    reserved_bytes=cfg.engine.reserved_GiB * GiB,
+                                    max_tokens=cfg.scheduler.max_batched_tokens, max_seqs=cfg.scheduler.max_batch_size)
+    if plan.kv_capacity_tokens < cfg.engine.block_size:
+        raise CapacityError(
+            f"{model.name} ({precision.weights} weights) does not fit on {gpu.name} with ep={layout.ep} "
+            f"tp={layout.tp}: weights {plan.weights_bytes / GiB:.1f} GiB (routed experts {experts / GiB:.1f} GiB) + "
+            f"activations {plan.activation_bytes / GiB:.1f} GiB + reserved {plan.reserved_bytes / GiB:.1f} GiB "
+            f"leave {plan.kv_capacity_bytes / GiB:.1f} GiB for the KV cache out of {plan.usable_bytes / GiB:.1f} GiB "
+            f"usable per GPU (short by {max(plan.shortfall_bytes, 0) / GiB + 0.05:.1f} GiB); raise ep or use "
+            f"fp8 weights")
+    return plan, experts
 
 
 def head_layer_equivalents(model: ModelCard, gpu: Gpu, precision: Precision, tp: int) -> tuple[float, float]:
@@ -141,12 +187,21 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
     check_layout(cfg, model)
     par = cfg.parallelism
     topology = topology_for_cluster(cfg.cluster)
-    placement = place(par.tp, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
+    is_moe = model.moe is not None
+    group = moe_layout(cfg).gpus if is_moe else par.tp     # GPUs per replica stage
+    placement = place(group, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
     precision = Precision(**cfg.precision.model_dump())
-    shards = stage_shards(cfg, model, gpu, precision)
-    plans = plan_memory(cfg, model, gpu, shards, precision)
-    kv_tokens = min(p.kv_capacity_tokens for p in plans)   # every stage holds KV for its layers
-    workload_seed, router_seed = np.random.SeedSequence(cfg.seed).spawn(2)
+    if is_moe:
+        plan, _ = plan_moe_memory(cfg, model, gpu, precision)
+        plans = [plan]
+        # each attention group caches its own sequences: the replica's pool is their sum (pooled)
+        kv_tokens = plan.kv_capacity_tokens * moe_layout(cfg).dp_attention
+    else:
+        shards = stage_shards(cfg, model, gpu, precision)
+        plans = plan_memory(cfg, model, gpu, shards, precision)
+        kv_tokens = min(p.kv_capacity_tokens for p in plans)   # every stage holds KV for its layers
+    # the first two streams are the dense engine's since before MoE existed (results unchanged)
+    workload_seed, router_seed, moe_seed = np.random.SeedSequence(cfg.seed).spawn(3)
     work = build_workload(cfg.workload, model.max_context, np.random.default_rng(workload_seed))
     requests = [Request(i, float(t), int(a), int(b))
                 for i, (t, a, b) in enumerate(zip(work.arrival_s, work.isl, work.osl))]
@@ -155,7 +210,15 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
     network = Network(env, topology)
     comm = Communicator(env, network, cfg.fidelity)
     exclusive = exclusive_groups(topology, placement)
-    step_costs = [StepCost(model, shard, precision, gpu) for shard in shards]
+    step_costs = [] if is_moe else [StepCost(model, shard, precision, gpu) for shard in shards]
+    moe_stages = []
+    if is_moe:
+        mc = cfg.moe
+        layout = moe_layout(cfg)
+        distinct = min(mc.distinct_layers or model.num_layers, model.num_layers - model.moe.first_dense_layers)
+        trace = read_routing_trace(mc.trace, model.moe.num_experts) if mc.routing == "trace" else None
+        popularity_seed, counts_seed = moe_seed.spawn(2)
+        counts_seeds = counts_seed.spawn(par.dp)
     replicas: list[Replica] = []
     timeline = Timeline()
     router = Router(cfg.router.policy, replicas, np.random.default_rng(router_seed))
@@ -171,8 +234,19 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
                                 max_batched_tokens=sc.max_batched_tokens, chunk_size=sc.chunk_size,
                                 batch_size=max(1, batch_size // lanes), arrivals_pending=arrivals.pending)
                       for _ in range(lanes)]
-        stages = [Stage(env, comm, step_costs[s], groups[s], model, precision, shards[s], shards[s].num_layers,
-                        cfg.collectives.allreduce, cfg.fidelity, exclusive[r][s]) for s in range(par.pp)]
+        if is_moe:
+            expert_router = ExpertRouter(mc.routing, model.moe.num_experts, model.moe.top_k, distinct,
+                                         np.random.default_rng(popularity_seed), np.random.default_rng(counts_seeds[r]),
+                                         zipf_s=mc.zipf_s, dirichlet_alpha=mc.dirichlet_alpha, redraw=mc.redraw,
+                                         trace=trace)
+            share = place_experts(mc.placement, expert_router.expected_popularity(), layout.ep, layout.redundant)
+            stages = [MoeStage(env, comm, groups[0], model, precision, gpu, layout, expert_router, share,
+                               allreduce=cfg.collectives.allreduce, alltoall=cfg.collectives.alltoall,
+                               fidelity=cfg.fidelity, exclusive_links=exclusive[r][0])]
+            moe_stages.extend(stages)
+        else:
+            stages = [Stage(env, comm, step_costs[s], groups[s], model, precision, shards[s], shards[s].num_layers,
+                            cfg.collectives.allreduce, cfg.fidelity, exclusive[r][s]) for s in range(par.pp)]
         replicas.append(Replica(env, r, schedulers, stages, arrivals, network,
                                 coalesce_decode=cfg.engine.coalesce_decode and cfg.fidelity == "fast",
                                 p2p_bytes_per_token=p2p_bytes_per_token, timeline=timeline,
@@ -236,8 +310,35 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
     })
     if sc.policy == "static":
         summary["static_batch"] = static_batch_formula(df)
+    if is_moe:
+        summary["moe"] = moe_summary(cfg, model, moe_stages, plans[0], sim_time_s)
     summary = {k: summary[k] for k in _ORDER if k in summary} | {k: v for k, v in summary.items() if k not in _ORDER}
     return Result(summary=summary, requests=df, config=cfg, timeline=timeline.frame(), itl_gaps=gaps)
+
+
+def moe_summary(cfg: SimConfig, model: ModelCard, stages: list[MoeStage], plan: MemoryPlan,
+                sim_time_s: float) -> dict:
+    """The `moe` summary key: layout, routing, expert load imbalance and all-to-all volume."""
+    layout = moe_layout(cfg)
+    reports = [s.report() for s in stages]
+    imbalance = np.concatenate([np.concatenate(s.imbalance) for s in stages if s.imbalance] or [np.zeros(0)])
+    slowest = np.concatenate([np.concatenate(s.slowest_over_mean) for s in stages if s.slowest_over_mean]
+                             or [np.zeros(0)])
+    from simserve.metrics import distribution
+    return {
+        "experts": model.moe.num_experts, "top_k": model.moe.top_k, "ep": layout.ep, "tp": layout.tp,
+        "dp_attention": layout.dp_attention,
+        "experts_per_gpu": (model.moe.num_experts + layout.redundant) // layout.ep,
+        "redundant_experts": layout.redundant,
+        "routing": cfg.moe.routing, "redraw": cfg.moe.redraw, "placement": cfg.moe.placement,
+        "distinct_layers": stages[0].router.distinct if stages else 0,
+        # max / mean token-expert pairs per GPU per layer, one sample per routing draw and iteration
+        "imbalance": distribution(imbalance),
+        "slowest_over_mean_expert_time": distribution(slowest),
+        "straggler_wait_fraction": (math.fsum(r["straggler_wait_s"] for r in reports) / (len(stages) * sim_time_s)
+                                    if sim_time_s > 0 and stages else 0.0),
+        "alltoall_payload_bytes": math.fsum(r["alltoall_payload_bytes"] for r in reports),
+    }
 
 
 _ORDER = ["num_requests", "num_completed", "num_rejected", "ttft", "tpot", "itl", "e2e", "queue_delay",

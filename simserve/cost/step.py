@@ -25,6 +25,16 @@ class StepCost:
         layers = shard.num_layers if shard.num_layers is not None else model.num_layers
         weighted: list[tuple[OpModel, float]] = [(m, float(layers)) for m in layer_op_models(model, shard, precision)]
         weighted += [(m, 1.0) for m in head_op_models(model, shard, precision)]
+        self._compile(weighted, gpu)
+
+    @classmethod
+    def of_ops(cls, weighted: list[tuple[OpModel, float]], gpu: Gpu) -> "StepCost":
+        """Any list of (operator model, times per iteration), e.g. the non-expert part of an MoE layer."""
+        self = cls.__new__(cls)
+        self._compile(weighted, gpu)
+        return self
+
+    def _compile(self, weighted: list[tuple[OpModel, float]], gpu: Gpu) -> None:
         self.ops = []   # (gate index, weight, overhead_s, [(feature, compute coef)], [(feature, memory coef)])
         for op, weight in weighted:
             eta_c, eta_m = efficiencies(op, gpu)

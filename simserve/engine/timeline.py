@@ -9,7 +9,7 @@ import pandas as pd
 
 COLUMNS = ("replica", "stage", "kind", "start_s", "end_s", "steps", "prefill_tokens", "decode_seqs",
            "compute_s", "allreduce_s", "allgather_s", "p2p_bytes", "kv_used_blocks", "kv_total_blocks",
-           "running", "waiting")
+           "running", "waiting", "alltoall_s")
 
 
 class Timeline:
@@ -17,16 +17,17 @@ class Timeline:
         self.rows: list[tuple] = []
 
     def iteration(self, replica, stage: int, start_s: float, end_s: float, steps: int, prefill_tokens: int,
-                  decode_seqs: int, split: tuple[float, float, float]) -> None:
+                  decode_seqs: int, split: tuple[float, ...]) -> None:
+        """split: (compute, all-reduce, all-gather[, all-to-all]) seconds."""
         sched = [s for s in replica.schedulers]
         self.rows.append((replica.index, stage, "iteration" if steps == 1 else "decode_run", start_s, end_s,
                           steps, prefill_tokens, decode_seqs, split[0], split[1], split[2], 0.0,
                           replica.kv.used, replica.kv.num_blocks, sum(len(s.running) for s in sched),
-                          sum(len(s.waiting) for s in sched)))
+                          sum(len(s.waiting) for s in sched), split[3] if len(split) > 3 else 0.0))
 
     def transfer(self, replica, stage: int, start_s: float, end_s: float, nbytes: float) -> None:
         self.rows.append((replica.index, stage, "p2p", start_s, end_s, 1, 0, 0, 0.0, 0.0, 0.0, nbytes,
-                          replica.kv.used, replica.kv.num_blocks, 0, 0))
+                          replica.kv.used, replica.kv.num_blocks, 0, 0, 0.0))
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=list(COLUMNS))
