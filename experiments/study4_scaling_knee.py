@@ -34,12 +34,13 @@ FAMILIES = {  # name: list of (tp, pp, dp, nodes)
 LATENCY_GAIN, TPUT_DROP = 0.10, 0.25
 
 
-def knee(gpus, latency, tput_per_gpu):
-    """First GPU count after which one more step gains < 10% latency or loses > 25% per-GPU throughput."""
+def knee(gpus, latency, tput_per_gpu, replicate=False):
+    """First GPU count after which one more step gains < 10% latency (partitioning only: replication
+    never changes one request's latency) or loses > 25% per-GPU throughput."""
     for i in range(len(gpus) - 1):
         gain = 1 - latency[i + 1] / latency[i]
         drop = 1 - tput_per_gpu[i + 1] / tput_per_gpu[i]
-        if gain < LATENCY_GAIN or drop > TPUT_DROP:
+        if (gain < LATENCY_GAIN and not replicate) or drop > TPUT_DROP:
             return gpus[i], gain, drop
     return gpus[-1], None, None
 
@@ -53,7 +54,8 @@ def main():
     points = []
     for family, layouts in families.items():
         for tp, pp, dp, nodes in layouts:
-            for mode, n in (("latency", 1), ("throughput", base["workload"]["num_requests"])):
+            # throughput: the same load per replica (weak scaling for DP), so batches stay full
+            for mode, n in (("latency", 1), ("throughput", base["workload"]["num_requests"] * dp)):
                 points.append({"parallelism.tp": tp, "parallelism.pp": pp, "parallelism.dp": dp,
                                "cluster.nodes": nodes, "workload.num_requests": n, "seed": 0})
     sweep_dir = args.out / "sweep"
@@ -82,7 +84,7 @@ def main():
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     f = Findings("Study 4: where scaling stops", "seed 002 (talk abstract: partitioning vs replication, diminishing returns)")
     f.setup = ["Llama-3.1-70B FP8, 8x H100 per node, IB NDR between nodes; ISL 1024, OSL 256.",
-               "Latency: one request alone (E2E, TPOT p50). Throughput: 256 requests at t=0, sarathi continuous "
+               "Latency: one request alone (E2E, TPOT p50). Throughput: 256 requests per replica at t=0, sarathi continuous "
                "batching (max 256 sequences, 2048-token chunks); output tokens/s per GPU.",
                f"Knee: the first GPU count after which the next step improves single-request E2E by < "
                f"{LATENCY_GAIN:.0%} or loses > {TPUT_DROP:.0%} of per-GPU throughput."]
@@ -90,13 +92,14 @@ def main():
         axes[0].plot(g.gpus, g.e2e_alone_s, "o-", label=family)
         axes[1].plot(g.gpus, g.tok_s_per_gpu, "o-", label=family)
         axes[2].plot(g.gpus, g.throughput_tok_s, "o-", label=family)
-        k, gain, drop = knee(list(g.gpus), list(g.e2e_alone_s), list(g.tok_s_per_gpu))
+        k, gain, drop = knee(list(g.gpus), list(g.e2e_alone_s), list(g.tok_s_per_gpu),
+                               replicate=family.startswith("DP"))
         for ax, col in zip(axes, ("e2e_alone_s", "tok_s_per_gpu", "throughput_tok_s")):
             ax.plot([k], [g.set_index("gpus")[col][k]], "k*", ms=12)
         why = ("no knee within the range" if gain is None else
                f"next step: latency {100 * gain:+.0f}% better, per-GPU throughput {100 * drop:+.0f}% lost")
         f.claim(f"{family}: adding GPUs hits diminishing returns", "a knee exists",
-                f"knee at {k} GPUs ({why})", gain is not None)
+                f"knee at {k} GPUs ({why})", gain is not None if not family.startswith("DP") else None)
     for ax, label in zip(axes, ("single-request E2E (s)", "output tok/s per GPU", "output tok/s (total)")):
         ax.set(xscale="log", xlabel="GPUs", ylabel=label)
         ax.set_xticks(sorted(res.gpus.unique()), [str(x) for x in sorted(res.gpus.unique())])

@@ -96,11 +96,14 @@ def main():
         skews = (0.0, 1.2) if args.smoke else (0.0, 0.6, 1.0, 1.4, 1.8)
         moe_rows = []
         for s in skews:
-            for placement in ("round_robin", "balanced"):
+            for placement in ("round_robin", "balanced", "balanced+8"):
                 routing = {"routing": "uniform"} if s == 0 else {"routing": "zipf", "zipf_s": s}
+                moe_cfg = {**routing, "placement": placement.split("+")[0]}
+                if "+" in placement:       # 8 redundant copies of the hottest experts (one per EP rank)
+                    moe_cfg["redundant_experts"] = 8
                 cfg = {"model": "mixtral-8x7b", "parallelism": {"ep": 8, "tp": 1},
                        "cluster": {"hardware": "h100-sxm", "topology": "dgx-h100"},
-                       "moe": {**routing, "placement": placement},
+                       "moe": moe_cfg,
                        "scheduler": {"policy": "static", "batch_size": 64, "max_batch_size": 64},
                        "workload": {"lengths": {"isl": 512 if not args.smoke else 128, "osl": 64 if not args.smoke else 4},
                                     "arrivals": {"process": "batch"}, "num_requests": 64 if not args.smoke else 8}}
@@ -131,8 +134,14 @@ def main():
                     piv.round_robin[top] > piv.round_robin.iloc[0])
             if "balanced" in piv:
                 f.claim(f"load-balanced expert placement recovers latency under skew (s={top})",
-                        "balancing helps", f"TPOT balanced/round-robin = {piv.balanced[top] / piv.round_robin[top]:.2f}x",
-                        piv.balanced[top] <= piv.round_robin[top])
+                        "balancing helps", f"TPOT / round-robin: balanced {piv.balanced[top] / piv.round_robin[top]:.2f}x"
+                        + (f", balanced + 8 redundant experts {piv['balanced+8'][top] / piv.round_robin[top]:.2f}x"
+                           if "balanced+8" in piv else ""),
+                        bool(piv.min(axis=1)[top] < piv.round_robin[top]))
+                f.note("Mixtral-8x7B has 8 experts: with EP8 each rank holds exactly one, so placement alone cannot "
+                       "balance load (balanced = round robin); redundant copies of hot experts spread the tokens but add "
+                       "expert weights to read per rank, which at small decode batches can cost more than the imbalance. "
+                       "EP/MoE is another helper's work in progress (issue 5): rerun when it lands.")
         else:
             f.claim("expert load balancing under skew (EP8)", "balancing helps",
                     "skipped: EP runs failed: " + "; ".join(moe.get("error", pd.Series()).astype(str).unique()[:1]), None)
