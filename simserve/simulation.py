@@ -294,6 +294,7 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
     summary.update({
         "bytes_moved": moved,
         "bytes_moved_per_request": {k: v / max(int(done.sum()), 1) for k, v in moved.items()},
+        "bytes_moved_by_collective": {op: float(b) for op, b in sorted(network.bytes_by_op.items()) if b},
         "kv_peak_utilization": max(r.kv.peak_used / r.kv.num_blocks for r in replicas),
         "preemptions": int(sum(r.preemptions for r in replicas)),
         "output_tokens": int(sum(r.tokens_emitted for r in replicas)),

@@ -37,8 +37,10 @@ def test_fast_agrees_with_exact_on_example_configs(path):
     exact = simulate(path, overrides=small + ["fidelity=exact"])
     for col in ("first_token_s", "finish_s"):
         np.testing.assert_allclose(fast.requests[col], exact.requests[col], rtol=1e-9)
-    for kind, moved in fast.summary["bytes_moved"].items():
-        assert exact.summary["bytes_moved"][kind] == pytest.approx(moved, rel=1e-9)
+    for key in ("bytes_moved", "bytes_moved_by_collective"):
+        assert fast.summary[key].keys() == exact.summary[key].keys()
+        for kind, moved in fast.summary[key].items():
+            assert exact.summary[key][kind] == pytest.approx(moved, rel=1e-9)
     assert fast.summary["events"] <= exact.summary["events"]
 
 
@@ -142,8 +144,10 @@ def test_pp8_out_throughputs_tp8_at_large_batches_but_tp8_wins_latency():
     big = {p: one_batch("llama-3.1-70b", "mi325x", "mi325x-mesh", 4096, 16, batch=512, parallelism={p: 8},
                         **common).summary for p in ("tp", "pp")}
     assert big["pp"]["throughput_output_tokens_per_s"] > big["tp"]["throughput_output_tokens_per_s"]
-    # TP moves far more data than PP (seed 000, 003)
+    # TP moves far more data than PP (seed 000, 003): all of TP's is all-reduce, all of PP's is P2P
     assert sum(big["tp"]["bytes_moved"].values()) > 10 * sum(big["pp"]["bytes_moved"].values())
+    assert set(big["pp"]["bytes_moved_by_collective"]) == {"p2p"}
+    assert big["tp"]["bytes_moved_by_collective"]["allreduce"] > 10 * big["pp"]["bytes_moved_by_collective"]["p2p"]
 
 
 def test_pp_p2p_is_a_small_share_of_ttft_even_on_slow_links():

@@ -96,7 +96,7 @@ class Communicator:
             # played flow by flow; the first that finds them idle replays itself and the rest
             if self.fidelity == "fast" and not self.network.busy(program.links):
                 duration_s = _idle(self.topology, op, chosen, ranks, nbytes, matrix)
-                self.network.add_bytes(program.bytes_by_kind, remaining)
+                program.account(self.network, remaining)
                 self.network.reserve(program.links, self.env.now + duration_s * remaining)
                 yield self.env.timeout(duration_s * remaining)
                 self.replayed += remaining

@@ -30,6 +30,11 @@ class CompiledSchedule:
     phases: tuple[CompiledPhase, ...]
     links: frozenset               # every link the collective touches
     bytes_by_kind: dict            # payload bytes per link kind, once per transfer
+    payload_bytes: float = 0.0     # bytes of all its transfers together
+
+    def account(self, network: Network, times: float = 1.0) -> None:
+        """Add the bytes this collective moves, `times` over, without playing it (a replay)."""
+        network.add_bytes(self.bytes_by_kind, times, self.schedule.op, self.payload_bytes)
 
     @property
     def algorithm(self) -> str:
@@ -63,7 +68,8 @@ def compile_schedule(topology: Topology, schedule: Schedule) -> CompiledSchedule
             extra_s += topology.nvls_latency_s
         phases.append(CompiledPhase(tuple(items), extra_s))
     launch_s = topology.launch_latency_s if schedule.phases else 0.0
-    return CompiledSchedule(schedule, launch_s, tuple(phases), frozenset(touched), by_kind)
+    payload = sum(item[3] for phase in phases for item in phase.items)
+    return CompiledSchedule(schedule, launch_s, tuple(phases), frozenset(touched), by_kind, payload)
 
 
 def compiled(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None) -> CompiledSchedule:
@@ -85,7 +91,7 @@ def play(env: simpy.Environment, network: Network, program: CompiledSchedule):
         yield env.timeout(program.launch_s)
     for phase in program.phases:
         if phase.items:
-            yield network.transfer_batch(phase.items)
+            yield network.transfer_batch(phase.items, program.schedule.op)
         if phase.extra_s:
             yield env.timeout(phase.extra_s)
     return env.now - start_s

@@ -151,7 +151,7 @@ class MoeStage:
                 times = per_moe * self.moe_layers + per_dense * self.dense_layers + per_head
                 t, used = collective_time(self.comm.topology, op, algo, self.groups[0], nbytes)
                 program = compiled(self.comm.topology, op, used, self.groups[0], nbytes)
-                self.comm.network.add_bytes(program.bytes_by_kind, times * len(self.groups))
+                program.account(self.comm.network, times * len(self.groups))
                 self._count(op, program.algorithm, times * len(self.groups))
                 if op == "allreduce":
                     ar += t * times
@@ -160,7 +160,7 @@ class MoeStage:
             for s, pair in enumerate(programs):
                 for program, t in pair:
                     a2a += t * int(uses[s])
-                    self.comm.network.add_bytes(program.bytes_by_kind, int(uses[s]))
+                    program.account(self.comm.network, int(uses[s]))
                     self._count("alltoall", program.algorithm, int(uses[s]))
             duration = compute_s + straggler + ar + ag + a2a
             yield env.timeout(duration)
@@ -179,7 +179,7 @@ class MoeStage:
             t0 = env.now
             if self.fidelity == "fast" and not self.comm.network.busy(program.links):
                 duration = self._idle_s(program)
-                self.comm.network.add_bytes(program.bytes_by_kind)
+                program.account(self.comm.network)
                 self.comm.network.reserve(program.links, env.now + duration)
                 yield env.timeout(duration)
             else:

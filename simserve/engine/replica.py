@@ -309,10 +309,10 @@ class Replica:
             duration = max(lat + (nb / min(table[i].bw_Bps for i in ln) if nb > 0 and ln else 0.0)
                            for ln, nb, lat in items)
             for ln, nb, _ in items:
-                network.account(ln, nb)
+                network.account(ln, nb, "p2p")
             network.reserve(links_used, start + duration)
             yield self.env.timeout(duration)
         else:
-            yield network.transfer_batch(items)
+            yield network.transfer_batch(items, "p2p")
         self.p2p_s[stage] += self.env.now - start
         self.timeline.transfer(self, stage, start, self.env.now, nbytes * len(items))

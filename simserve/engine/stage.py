@@ -44,7 +44,7 @@ class Stage:
         self.allreduce_bytes_per_token = model.hidden * act
         self.logit_bytes_per_token = (-(-model.vocab // tp)) * tp * act
         self.closed_form = tp == 1 or (fidelity == "fast" and exclusive_links)
-        self._comm_memo: dict[tuple[int, int], tuple[float, float, dict, list]] = {}
+        self._comm_memo: dict[tuple[int, int], tuple[float, float, list]] = {}
         self.calls: dict[tuple[str, str], float] = {}    # (op, algorithm) -> collectives issued
         self.busy = {"compute": [], "allreduce": [], "allgather": []}   # per GPU of the group
 
@@ -53,14 +53,14 @@ class Stage:
         """(all-reduce seconds, all-gather seconds) of one iteration on an idle network."""
         return self._comm(tokens, logits)[:2]
 
-    def _comm(self, tokens: int, logits: int) -> tuple[float, float, dict]:
+    def _comm(self, tokens: int, logits: int) -> tuple[float, float, list]:
+        """(all-reduce s, all-gather s, [(compiled collective, times per iteration)]), memoised."""
         key = (tokens, logits)
         found = self._comm_memo.get(key)
         if found is None:
             topo = self.comm.topology
             ar = ag = 0.0
-            moved: dict[str, float] = {}
-            used_algos = []
+            programs = []
             for op, algo, nbytes, times in (
                     ("allreduce", self.algorithm, tokens * self.allreduce_bytes_per_token, self.allreduces),
                     ("allgather", "auto", logits * self.logit_bytes_per_token, int(self.gathers_logits))):
@@ -71,11 +71,8 @@ class Stage:
                     ar = times * t
                 else:
                     ag = times * t
-                program = compiled(topo, op, used, self.gpus, nbytes)
-                for kind, b in program.bytes_by_kind.items():
-                    moved[kind] = moved.get(kind, 0.0) + b * times
-                used_algos.append(((op, program.algorithm), times))
-            found = self._comm_memo[key] = (ar, ag, moved, used_algos)
+                programs.append((compiled(topo, op, used, self.gpus, nbytes), times))
+            found = self._comm_memo[key] = (ar, ag, programs)
         return found
 
     def time(self, stats: BatchStats) -> float:
@@ -99,14 +96,15 @@ class Stage:
             self.busy["compute"].append(durations)
             return float(np.sum(durations)), 0.0, 0.0
         tokens, logits = stats_or_tokens
-        ar, ag, moved, used_algos = self._comm(tokens, logits)
+        ar, ag, programs = self._comm(tokens, logits)
         count = np.size(durations)
-        for op_algo, times in used_algos:
-            self.calls[op_algo] = self.calls.get(op_algo, 0) + times * count
+        for program, times in programs:
+            key = (program.schedule.op, program.algorithm)
+            self.calls[key] = self.calls.get(key, 0) + times * count
+            program.account(self.comm.network, times * count)
         self.busy["compute"].append(np.asarray(durations) - (ar + ag))
         self.busy["allreduce"].append(ar * count)
         self.busy["allgather"].append(ag * count)
-        self.comm.network.add_bytes(moved, count)
         return float(np.sum(durations)) - (ar + ag) * count, ar * count, ag * count
 
     # -- played --------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Network:
         self._timer_generation = 0
         self._recompute_pending = False
         self.bytes_by_kind: dict[str, float] = defaultdict(float)
+        self.bytes_by_op: dict[str, float] = defaultdict(float)   # payload per collective type / p2p
         self.bytes_by_link: list[float] = [0.0] * len(topology.links)
         self.flows_started = 0
         self._reserved_until: dict[int, float] = {}      # link -> end of a replayed collective on it
@@ -75,7 +76,7 @@ class Network:
         links, latency_s = self.route(src, dst)
         return self.transfer_batch([(links, nbytes, latency_s)])
 
-    def transfer_batch(self, items: Sequence[tuple]) -> simpy.Event:
+    def transfer_batch(self, items: Sequence[tuple], op: str = "other") -> simpy.Event:
         """Start concurrent flows given as (link ids, bytes, latency_s[, bytes to account]); one event
         when all are done. The optional 4th value is the payload when the flow's bytes include a
         protocol overhead (NVLS), so that `bytes_by_kind` counts data, not overhead."""
@@ -84,7 +85,7 @@ class Network:
         by_latency: dict[float, list] = {}
         for item in items:
             links, nbytes, latency_s = item[0], item[1], item[2]
-            self.account(links, item[3] if len(item) > 3 else nbytes)
+            self.account(links, item[3] if len(item) > 3 else nbytes, op)
             if (not links or nbytes <= 0) and latency_s <= 0:
                 continue
             batch.pending += 1
@@ -116,15 +117,19 @@ class Network:
             if reserved.get(i, -1.0) < until_s:
                 reserved[i] = until_s
 
-    def add_bytes(self, kind_bytes: dict[str, float], times: float = 1.0) -> None:
+    def add_bytes(self, kind_bytes: dict[str, float], times: float = 1.0, op: str = "other",
+                  payload_bytes: float = 0.0) -> None:
         """Account bytes that a memoised (replayed) collective would have moved."""
         for kind, nbytes in kind_bytes.items():
             self.bytes_by_kind[kind] += nbytes * times
+        self.bytes_by_op[op] += payload_bytes * times
 
     # ---- internals ----------------------------------------------------------------------------
 
-    def account(self, links, nbytes) -> None:
-        """Count a transfer's bytes on its links and link kinds (also for closed-form transfers)."""
+    def account(self, links, nbytes, op: str = "other") -> None:
+        """Count a transfer's bytes on its links, link kinds and operation (also for closed-form
+        transfers)."""
+        self.bytes_by_op[op] += nbytes
         kinds = set()
         for i in links:
             self.bytes_by_link[i] += nbytes
