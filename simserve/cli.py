@@ -69,7 +69,7 @@ def cmd_estimate(args) -> int:
 
     print(json.dumps(estimate(model=args.model, hardware=args.hardware, tp=args.tp, pp=args.pp, ep=args.ep,
                               precision=args.precision, kv_precision=args.kv_precision, batch=args.batch,
-                              isl=args.isl, osl=args.osl), indent=2))
+                              isl=args.isl, osl=args.osl, topology=args.topology), indent=2))
     return 0
 
 
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--batch", type=int, default=1)
     est.add_argument("--isl", type=int, default=1024)
     est.add_argument("--osl", type=int, default=128)
+    est.add_argument("--topology", default=None, help="catalog topology (default: the hardware's node)")
     est.set_defaults(func=cmd_estimate)
 
     cat = sub.add_parser("catalog", help="list hardware, models and topologies")

@@ -1,37 +1,63 @@
 """`simserve estimate`: one prefill step and one decode step in closed form, and the memory plan.
 
-No simulation: the same cost model the engine uses, evaluated for a fixed batch.
+No simulation: the cost model and the idle-network collective times the engine itself uses
+(engine.stage.Stage), evaluated for one fixed batch going through the pipeline as one micro-batch.
 """
 from __future__ import annotations
 
-from simserve.catalog import get_hardware, get_model
+from dataclasses import dataclass
+
+from simserve.catalog import DTYPE_BYTES, get_hardware, get_model
 from simserve.cost import BatchStats, Precision, Shard, StepCost, head_ops, layer_ops, memory_plan
 from simserve.cost.roofline import op_time
+from simserve.engine.stage import Stage
 from simserve.errors import ConfigError
+from simserve.network.topology import Topology, build_topology
+from simserve.placement import place, split_layers
 
 
-def _step(model, shard, precision, gpu, batch: BatchStats) -> dict:
-    layers = shard.num_layers if shard.num_layers is not None else model.num_layers
-    operators = []
-    for op in layer_ops(model, shard, precision, batch):
-        operators.append({"name": op.name, "count": layers, "flops": op.flops * layers,
-                          "bytes": op.bytes * layers, "time_s": op_time(op, gpu) * layers})
-    for op in head_ops(model, shard, precision, batch):
-        operators.append({"name": op.name, "count": 1, "flops": op.flops, "bytes": op.bytes,
-                          "time_s": op_time(op, gpu)})
-    compute_s = StepCost(model, shard, precision, gpu).time(batch)
-    return {"time_s": compute_s, "compute_s": compute_s, "communication_s": 0.0, "operators": operators}
+@dataclass(frozen=True)
+class IdleNetwork:
+    """What Stage needs of a Communicator for closed-form times: the topology (idle network)."""
+    topology: Topology
+
+
+def _operators(model, shards, precision, gpu, batch: BatchStats) -> list[dict]:
+    """Per operator, summed over every layer of every stage (one micro-batch's sequential path)."""
+    totals: dict[str, dict] = {}
+    for shard in shards:
+        for op, count in [(op, shard.num_layers) for op in layer_ops(model, shard, precision, batch)] + \
+                         [(op, 1) for op in head_ops(model, shard, precision, batch)]:
+            row = totals.setdefault(op.name, {"name": op.name, "count": 0, "flops": 0.0, "bytes": 0.0, "time_s": 0.0})
+            row["count"] += count
+            row["flops"] += op.flops * count
+            row["bytes"] += op.bytes * count
+            row["time_s"] += op_time(op, gpu) * count
+    return list(totals.values())
+
+
+def _step(model, shards, stages, precision, gpu, batch: BatchStats, transfer_s: float) -> dict:
+    compute = [st.step_cost.time(batch) for st in stages]
+    comm = [st.time(batch) - c for st, c in zip(stages, compute)]
+    p2p = transfer_s * (len(stages) - 1)
+    return {"time_s": sum(compute) + sum(comm) + p2p, "compute_s": sum(compute),
+            "communication_s": sum(comm) + p2p, "allreduce_and_gather_s": sum(comm), "p2p_s": p2p,
+            "stages": [{"layers": sh.num_layers, "compute_s": c, "communication_s": m}
+                       for sh, c, m in zip(shards, compute, comm)],
+            "operators": _operators(model, shards, precision, gpu, batch)}
 
 
 def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1, precision: str = "bf16",
-             kv_precision: str | None = None, batch: int = 1, isl: int = 1024, osl: int = 128) -> dict:
+             kv_precision: str | None = None, batch: int = 1, isl: int = 1024, osl: int = 128,
+             topology: str | None = None) -> dict:
     for name, value in (("batch", batch), ("isl", isl), ("osl", osl), ("tp", tp), ("pp", pp), ("ep", ep)):
         if value < 1:
             raise ConfigError(f"--{name} must be a positive integer (got {value})")
-    if pp != 1 or ep != 1:
-        raise ConfigError("--pp and --ep are not yet supported by estimate")
     m = get_model(model)
     gpu = get_hardware(hardware)
+    if ep != 1 or m.moe is not None or m.mla is not None:
+        raise ConfigError("estimate covers dense models without expert parallelism; simulate MoE "
+                          "layouts with `simserve run` (parallelism.ep)")
     if m.num_heads % tp:
         raise ConfigError(f"tp={tp} does not divide {m.name}'s {m.num_heads} attention heads")
     dtypes = ("fp32", "bf16", "fp16", "fp8", "fp4")
@@ -41,20 +67,43 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
     if kv not in dtypes:
         raise ConfigError(f"--kv-precision {kv!r}: choose one of {', '.join(dtypes)}")
     prec = Precision(weights=precision, kv=kv, activations="fp32" if precision == "fp32" else "bf16")
-    shard = Shard(tp=tp)
-    prefill = _step(m, shard, prec, gpu, BatchStats.of([(isl, 0)] * batch))
-    decode = _step(m, shard, prec, gpu, BatchStats.of([], [isl + 1] * batch))
-    plan = memory_plan(m, shard, prec, gpu, max_tokens=max(8192, isl), max_seqs=max(256, batch))
+    layers = split_layers(m.num_layers, pp)
+    shards = [Shard(tp=tp, num_layers=n, first_stage=s == 0, last_stage=s == pp - 1) for s, n in enumerate(layers)]
+    gpus_per_node = 8
+    nodes = -(-tp * pp // gpus_per_node)
+    topo = build_topology(gpu, nodes=nodes, name=topology)
+    placement = place(tp, pp, 1, topo.nodes, topo.gpus_per_node)
+    net = IdleNetwork(topo)
+    stages = [Stage(None, net, StepCost(m, sh, prec, gpu), placement.replicas[0][s], m, prec, sh, sh.num_layers,
+                    "auto", "fast", exclusive_links=True) for s, sh in enumerate(shards)]
+
+    def transfer_s(tokens: int) -> float:   # hidden states + residual, rank 0 -> rank 0 of the next stage
+        if pp == 1:
+            return 0.0
+        a, b = placement.replicas[0][0][0], placement.replicas[0][1][0]
+        hops = [topo.links[i] for i in topo.path(a, b)]
+        nbytes = tokens * 2 * m.hidden * DTYPE_BYTES[prec.activations]
+        return sum(h.latency_s for h in hops) + nbytes / min(h.bw_Bps for h in hops)
+
+    prefill_batch = BatchStats.of([(isl, 0)] * batch)
+    prefill = _step(m, shards, stages, prec, gpu, prefill_batch, transfer_s(batch * isl))
+    decode = _step(m, shards, stages, prec, gpu, BatchStats.of([], [isl + 1] * batch), transfer_s(batch))
+    plans = [memory_plan(m, sh, prec, gpu, max_tokens=max(8192, isl), max_seqs=max(256, batch)) for sh in shards]
+    kv_tokens = min(p.kv_capacity_tokens for p in plans)
     per_seq = isl + osl
-    mem = plan.as_dict() | {
-        "weights_bytes": plan.weights_bytes,
-        "kv_capacity_tokens": plan.kv_capacity_tokens,
-        "max_batch": plan.kv_capacity_tokens // per_seq if plan.fits else 0,
-        "fits": plan.fits and plan.kv_capacity_tokens >= batch * per_seq,
+    worst = max(plans, key=lambda p: p.weights_bytes)
+    mem = worst.as_dict() | {
+        "weights_bytes": worst.weights_bytes,
+        "kv_capacity_tokens": kv_tokens,
+        "max_batch": kv_tokens // per_seq if all(p.fits for p in plans) else 0,
+        "fits": all(p.fits for p in plans) and kv_tokens >= batch * per_seq,
     }
-    step_cost = StepCost(m, shard, prec, gpu)
-    decode_total = sum(step_cost.time(BatchStats.of([], [isl + 1 + j] * batch)) for j in range(osl - 1))
-    return {"model": m.name, "hardware": gpu.name, "tp": tp, "precision": prec.__dict__, "batch": batch,
-            "isl": isl, "osl": osl, "prefill": prefill, "decode": decode, "memory": mem,
+    decode_total = 0.0
+    for j in range(osl - 1):
+        step = BatchStats.of([], [isl + 1 + j] * batch)
+        decode_total += sum(st.time(step) for st in stages) + transfer_s(batch) * (pp - 1)
+    return {"model": m.name, "hardware": gpu.name, "topology": topo.name, "tp": tp, "pp": pp,
+            "precision": prec.__dict__, "batch": batch, "isl": isl, "osl": osl,
+            "prefill": prefill, "decode": decode, "memory": mem,
             "request_latency_s": prefill["time_s"] + decode_total,
             "output_tokens_per_s": batch * osl / (prefill["time_s"] + decode_total)}
