@@ -49,51 +49,37 @@ class StepCost:
         feats = features(batch)
         return self.time_of([feats[f] for f in FEATURES])
 
-    def time_of(self, x: list[float]) -> float:
+    def time_of(self, x: list) -> float:
         total = 0.0
         for gate, weight, overhead, comp, mem in self.ops:
-            if x[gate] <= 0:
-                continue
-            c = 0.0
-            for f, coef in comp:
-                c += coef * x[f]
-            m = 0.0
-            for f, coef in mem:
-                m += coef * x[f]
-            total += weight * ((c if c > m else m) + overhead)
+            if x[gate] > 0:
+                total += _op_time(weight, overhead, comp, mem, x)
         return total
 
     def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
         """Times of `steps` consecutive decode-only iterations of `num_seqs` sequences whose summed
         context (new tokens included) is kv_tokens_start at the first step and grows by num_seqs a
-        step. Only operators that read the context (decode attention) differ between steps; the
-        others are evaluated once as scalars with time_of's arithmetic, and the sum keeps the
-        operator order, so element j equals time_of of step j bit for bit."""
-        x = [0.0] * len(FEATURES)
+        step. Only the context feature is an array; every operator is evaluated by the same
+        `_op_time` as in time_of, in the same order, so element j equals time_of of step j bit for
+        bit (operators that do not read the context stay scalars, computed once)."""
+        x: list = [0.0] * len(FEATURES)
         x[_CONST] = 1.0
         x[_TOKENS] = x[_DECODE_TOKENS] = x[_LOGITS] = float(num_seqs)
-        kv = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
-        total = 0.0
-        for gate, weight, overhead, comp, mem in self.ops:
-            if x[gate] <= 0:
-                continue
-            if any(f == _DECODE_KV for f, _ in comp) or any(f == _DECODE_KV for f, _ in mem):
-                c = np.zeros(steps)
-                for f, coef in comp:
-                    c += coef * (kv if f == _DECODE_KV else x[f])
-                m = np.zeros(steps)
-                for f, coef in mem:
-                    m += coef * (kv if f == _DECODE_KV else x[f])
-                total = total + weight * (np.maximum(c, m) + overhead)
-                continue
-            c = 0.0
-            for f, coef in comp:
-                c += coef * x[f]
-            m = 0.0
-            for f, coef in mem:
-                m += coef * x[f]
-            total += weight * ((c if c > m else m) + overhead)
-        return np.broadcast_to(np.asarray(total, dtype=float), (steps,)).copy()
+        x[_DECODE_KV] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
+        return np.broadcast_to(np.asarray(self.time_of(x), dtype=float), (steps,)).copy()
+
+
+def _op_time(weight: float, overhead: float, comp, mem, x: list):
+    """weight * (max(compute, memory) + overhead) of one operator; features may be scalars or arrays."""
+    c = 0.0
+    for f, coef in comp:
+        c += coef * x[f]
+    m = 0.0
+    for f, coef in mem:
+        m += coef * x[f]
+    if isinstance(c, np.ndarray) or isinstance(m, np.ndarray):
+        return weight * (np.maximum(c, m) + overhead)
+    return weight * ((c if c > m else m) + overhead)
 
 
 _CONST, _TOKENS, _DECODE_TOKENS, _LOGITS, _DECODE_KV = (
