@@ -31,7 +31,6 @@ import gzip
 import io
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -24,7 +24,7 @@ from simserve.engine.stage import Stage
 from simserve.engine.timeline import Timeline
 from simserve.errors import CapacityError, ConfigError
 from simserve.kvcache import BlockManager
-from simserve.metrics import requests_frame, static_batch_formula, summarize
+from simserve.metrics import distribution, requests_frame, static_batch_formula, summarize
 from simserve.network.flows import Network
 from simserve.network.topology import Topology, topology_for_cluster
 from simserve.placement import Placement, place, split_layers
@@ -146,7 +146,7 @@ def plan_memory(cfg: SimConfig, model: ModelCard, gpu: Gpu, shards: list[Shard],
 def exclusive_groups(topology: Topology, placement: Placement) -> list[list[bool]]:
     """For each replica and stage: do its TP group's links carry nothing but its own collectives?
     (No other group's collectives and no pipeline transfer can reach them.)"""
-    def pair_links(src_gpus, dst_gpus, same=False):
+    def pair_links(src_gpus, dst_gpus):
         out = set()
         for a in src_gpus:
             for b in dst_gpus:
@@ -325,7 +325,6 @@ def moe_summary(cfg: SimConfig, model: ModelCard, stages: list[MoeStage], plan: 
     imbalance = np.concatenate([np.concatenate(s.imbalance) for s in stages if s.imbalance] or [np.zeros(0)])
     slowest = np.concatenate([np.concatenate(s.slowest_over_mean) for s in stages if s.slowest_over_mean]
                              or [np.zeros(0)])
-    from simserve.metrics import distribution
     return {
         "experts": model.moe.num_experts, "top_k": model.moe.top_k, "ep": layout.ep, "tp": layout.tp,
         "dp_attention": layout.dp_attention,

@@ -5,7 +5,6 @@ on an NVIDIA H100 80GB HBM3 (PyTorch 2.11, CUDA 13.0, CUDA graphs, fused element
 Llama-3.1-8B and 70B layers (tp 1, 4, 8 shards), prefill 128-8192 tokens, decode batch 1-256 at
 contexts 1k-8k. The efficiency factors are fitted to the operator tables only.
 """
-import numpy as np
 import pytest
 
 from simserve.calibration import FITTED, fit, layer_predictions

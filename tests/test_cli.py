@@ -1,5 +1,4 @@
 """The command line: the documented commands work, and bad input gets one line and exit code 2."""
-import gzip
 import json
 import subprocess
 import sys

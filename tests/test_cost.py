@@ -1,7 +1,5 @@
 """Cost model: operator FLOPs/bytes against hand counts, roofline, the fast evaluator, memory."""
-import math
 
-import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
