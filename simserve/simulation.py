@@ -143,38 +143,47 @@ def plan_memory(cfg: SimConfig, model: ModelCard, gpu: Gpu, shards: list[Shard],
     return plans
 
 
-def exclusive_groups(topology: Topology, placement: Placement) -> list[list[bool]]:
-    """For each replica and stage: do its TP group's links carry nothing but its own collectives?
-    (No other group's collectives and no pipeline transfer can reach them.)"""
-    def pair_links(src_gpus, dst_gpus):
-        out = set()
-        for a in src_gpus:
-            for b in dst_gpus:
+def _pair_links(topology: Topology, src_gpus, dst_gpus) -> set:
+    out = set()
+    for a in src_gpus:
+        for b in dst_gpus:
+            if a != b:
+                out.update(topology.path(a, b))
+    return out
+
+
+def _p2p_links(topology: Topology, stages) -> set:
+    """Links of a pipeline's stage-to-stage sends (rank i to rank i), the token return included."""
+    out = set()
+    if len(stages) > 1:
+        for s in range(len(stages)):
+            for a, b in zip(stages[s], stages[(s + 1) % len(stages)]):
                 if a != b:
                     out.update(topology.path(a, b))
-        return out
+    return out
 
-    groups = [(r, s, g) for r, rep in enumerate(placement.replicas) for s, g in enumerate(rep)]
-    own = {(r, s): pair_links(g, g) for r, s, g in groups}
-    p2p = set()
-    for rep in placement.replicas:
-        for s in range(len(rep)):
-            nxt = rep[(s + 1) % len(rep)]
-            if len(rep) > 1:
-                for a, b in zip(rep[s], nxt):
-                    if a != b:
-                        p2p.update(topology.path(a, b))
-    result = []
+
+def exclusive_links(topology: Topology, placement: Placement) -> tuple[list[list[bool]], list[bool]]:
+    """Which traffic has its links to itself: for each replica and stage, its TP group's collectives
+    (no other group's collectives and no pipeline transfer can reach them), and for each replica,
+    its pipeline transfers (no collective and no other pipeline uses their links)."""
+    own = {(r, s): _pair_links(topology, g, g) for r, rep in enumerate(placement.replicas) for s, g in enumerate(rep)}
+    p2p = {r: _p2p_links(topology, rep) for r, rep in enumerate(placement.replicas)}
+    all_p2p = set().union(*p2p.values())
+    all_tp = set().union(*own.values())
+    groups, pipelines = [], []
     for r, rep in enumerate(placement.replicas):
         row = []
         for s in range(len(rep)):
-            others = set(p2p)
+            others = set(all_p2p)
             for key, links in own.items():
                 if key != (r, s):
                     others |= links
             row.append(not (own[(r, s)] & others))
-        result.append(row)
-    return result
+        groups.append(row)
+        other_p2p = set().union(*(links for q, links in p2p.items() if q != r))
+        pipelines.append(not (p2p[r] & (all_tp | other_p2p)))
+    return groups, pipelines
 
 
 def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -> Result:
@@ -209,7 +218,7 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
     env = SimEnvironment()
     network = Network(env, topology)
     comm = Communicator(env, network, cfg.fidelity)
-    exclusive = exclusive_groups(topology, placement)
+    exclusive, own_pipeline = exclusive_links(topology, placement)
     step_costs = [] if is_moe else [StepCost(model, shard, precision, gpu) for shard in shards]
     moe_stages = []
     if is_moe:
@@ -250,7 +259,8 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
         replicas.append(Replica(env, r, schedulers, stages, arrivals, network,
                                 coalesce_decode=cfg.engine.coalesce_decode and cfg.fidelity == "fast",
                                 p2p_bytes_per_token=p2p_bytes_per_token, timeline=timeline,
-                                fast_transfers=cfg.fidelity == "fast"))
+                                fast_transfers=cfg.fidelity == "fast",
+                                closed_pipeline=cfg.fidelity == "fast" and own_pipeline[r]))
     with progress.track(env, total=len(requests),
                         done=lambda: sum(len(r.completed) + len(r.rejected) for r in replicas),
                         horizon_s=requests[-1].arrival_s if requests else None, enabled=show_progress):

@@ -92,20 +92,22 @@ class Stage:
     def account(self, stats_or_tokens: tuple[int, int], durations) -> tuple[float, float, float]:
         """Split closed-form iteration times into compute and collectives for the breakdown;
         returns the (compute, all-reduce, all-gather) seconds of these iterations."""
+        single = isinstance(durations, float)          # one iteration (the common case): no numpy
+        total = durations if single else float(np.sum(durations))
         if len(self.gpus) == 1:
             self.busy["compute"].append(durations)
-            return float(np.sum(durations)), 0.0, 0.0
+            return total, 0.0, 0.0
         tokens, logits = stats_or_tokens
         ar, ag, programs = self._comm(tokens, logits)
-        count = np.size(durations)
+        count = 1 if single else np.size(durations)
         for program, times in programs:
             key = (program.schedule.op, program.algorithm)
             self.calls[key] = self.calls.get(key, 0) + times * count
             program.account(self.comm.network, times * count)
-        self.busy["compute"].append(np.asarray(durations) - (ar + ag))
+        self.busy["compute"].append(durations - (ar + ag) if single else np.asarray(durations) - (ar + ag))
         self.busy["allreduce"].append(ar * count)
         self.busy["allgather"].append(ag * count)
-        return float(np.sum(durations)) - (ar + ag) * count, ar * count, ag * count
+        return total - (ar + ag) * count, ar * count, ag * count
 
     # -- played --------------------------------------------------------------------------------
     def execute(self, stats: BatchStats):

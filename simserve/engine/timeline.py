@@ -30,4 +30,6 @@ class Timeline:
                           replica.kv.used, replica.kv.num_blocks, 0, 0, 0.0))
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+        """Rows in time order (a closed-form pipeline records a micro-batch's stages when it starts)."""
+        return pd.DataFrame(self.rows, columns=list(COLUMNS)).sort_values("start_s", kind="stable",
+                                                                          ignore_index=True)
