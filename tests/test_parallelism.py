@@ -210,3 +210,22 @@ def test_estimate_prefill_equals_a_simulated_lone_request(tp, pp):
     r = one_batch("llama-3.1-70b", "h100-sxm", "dgx-h100", 1500, 8, precision={"weights": "fp8", "kv": "fp8"},
                   parallelism={"tp": tp, "pp": pp})
     assert r.requests.ttft_s[0] == pytest.approx(est["prefill"]["time_s"], rel=1e-9)
+
+
+@pytest.mark.parametrize("parallelism, cluster", [
+    ({"pp": 4}, {"hardware": "h100-sxm", "topology": "dgx-h100"}),
+    ({"tp": 2, "pp": 2, "dp": 2}, {"hardware": "mi325x", "topology": "mi325x-mesh"}),
+])
+def test_closed_form_pipeline_equals_the_played_pipeline(parallelism, cluster):
+    """In `fast`, a pipeline whose links are its own is computed at launch (replica.py); `exact`
+    plays every stage, collective and transfer as processes and flows. Mixed prefill chunks and
+    decodes under Poisson load must give the same token times (float summation order: 1e-9)."""
+    cfg = {"model": "llama-3.1-70b", "precision": {"weights": "fp8", "kv": "fp8"}, "cluster": cluster,
+           "parallelism": parallelism, "scheduler": {"policy": "sarathi", "chunk_size": 256},
+           "workload": {"lengths": {"isl": {"dist": "lognormal", "mean": 600, "cv": 0.5},
+                                    "osl": {"dist": "lognormal", "mean": 40, "cv": 0.5}},
+                        "arrivals": {"process": "poisson", "rate": 20.0}, "num_requests": 40}}
+    fast, exact = simulate(cfg), simulate(cfg, overrides=["fidelity=exact"])
+    assert fast.summary["events"] < exact.summary["events"] / 2
+    for col in ("first_token_s", "finish_s"):
+        np.testing.assert_allclose(fast.requests[col], exact.requests[col], rtol=1e-9)
