@@ -237,59 +237,88 @@ except Exception as exc:  # noqa: BLE001 - fall back to eager, and say so in met
     FUSED = False
 
 
-class Layer:
-    """One Llama decoder layer's weights for a tensor-parallel shard (no all-reduce: compute only)."""
+def quantize_fp8(x):
+    """Dynamic per-tensor fp8 (e4m3) quantisation of activations, as vLLM's fp8 linear layers do."""
+    scale = (x.abs().amax().float() / 448.0).clamp(min=1e-12)
+    return (x.float() / scale).to(torch.float8_e4m3fn), scale
 
-    def __init__(self, h, inter, nq, nkv, d):
-        self.h, self.nq, self.nkv, self.d, self.inter = h, nq, nkv, d, inter
-        s = 0.02
-        self.wqkv = torch.randn(h, (nq + 2 * nkv) * d, device=DEV, dtype=BF16) * s
-        self.wo = torch.randn(nq * d, h, device=DEV, dtype=BF16) * s
-        self.wgu = torch.randn(h, 2 * inter, device=DEV, dtype=BF16) * s
-        self.wd = torch.randn(inter, h, device=DEV, dtype=BF16) * s
+
+try:
+    quantize_fp8 = torch.compile(quantize_fp8, dynamic=True)
+except Exception:  # noqa: BLE001 - eager fallback
+    pass
+
+ONE = None
+
+
+class Layer:
+    """One Llama decoder layer's weights for a tensor-parallel shard (no all-reduce: compute only).
+    fp8=True: W8A8 linear layers (fp8 weights, activations quantised per tensor on the fly,
+    torch._scaled_mm), attention and norms in bf16: vLLM's fp8 checkpoint path on Hopper."""
+
+    def __init__(self, h, inter, nq, nkv, d, fp8=False):
+        self.h, self.nq, self.nkv, self.d, self.inter, self.fp8 = h, nq, nkv, d, inter, fp8
+        self.wqkv = self._weight(h, (nq + 2 * nkv) * d)
+        self.wo = self._weight(nq * d, h)
+        self.wgu = self._weight(h, 2 * inter)
+        self.wd = self._weight(inter, h)
         self.n1 = torch.ones(h, device=DEV, dtype=BF16)
         self.n2 = torch.ones(h, device=DEV, dtype=BF16)
 
+    def _weight(self, k, n):
+        if self.fp8:   # _scaled_mm wants the weight column-major
+            return (torch.randn(n, k, device=DEV) * 0.02).to(torch.float8_e4m3fn).t()
+        return torch.randn(k, n, device=DEV, dtype=BF16) * 0.02
+
+    def linear(self, x, w):
+        if not self.fp8:
+            return x @ w
+        global ONE
+        if ONE is None:
+            ONE = torch.ones((), device=DEV)
+        xq, scale = quantize_fp8(x)
+        return torch._scaled_mm(xq, w, scale_a=scale, scale_b=ONE, out_dtype=BF16)
+
     def nbytes(self):
-        return sum(t.numel() * 2 for t in (self.wqkv, self.wo, self.wgu, self.wd))
+        return sum(t.numel() * t.element_size() for t in (self.wqkv, self.wo, self.wgu, self.wd))
 
     def mlp(self, x):
         h = rms_norm(x, self.n2)
-        return x + silu_mul(h @ self.wgu) @ self.wd
+        return x + self.linear(silu_mul(self.linear(h, self.wgu)), self.wd)
 
     def prefill(self, x, batch, seq, cos, sin):
         t = x.shape[0]
         h = rms_norm(x, self.n1)
-        q, k, v = (h @ self.wqkv).split([self.nq * self.d, self.nkv * self.d, self.nkv * self.d], -1)
+        q, k, v = self.linear(h, self.wqkv).split([self.nq * self.d, self.nkv * self.d, self.nkv * self.d], -1)
         q = rope(q.view(batch, seq, self.nq, self.d), cos, sin).transpose(1, 2)
         k = rope(k.view(batch, seq, self.nkv, self.d), cos, sin).transpose(1, 2)
         v = v.view(batch, seq, self.nkv, self.d).transpose(1, 2)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-        x = x + a.transpose(1, 2).reshape(t, self.nq * self.d) @ self.wo
+        x = x + self.linear(a.transpose(1, 2).reshape(t, self.nq * self.d).contiguous(), self.wo)
         return self.mlp(x)
 
     def decode(self, x, kc, vc, cos, sin):
         b = x.shape[0]
         h = rms_norm(x, self.n1)
-        q, k, v = (h @ self.wqkv).split([self.nq * self.d, self.nkv * self.d, self.nkv * self.d], -1)
+        q, k, v = self.linear(h, self.wqkv).split([self.nq * self.d, self.nkv * self.d, self.nkv * self.d], -1)
         q = rope(q.view(b, self.nq, self.d), cos, sin)
         k = rope(k.view(b, self.nkv, self.d), cos, sin)
         last = kc.shape[0] // b - 1  # this step's key/value go to the last slot of each last split
         kc[last::last + 1, :, -1] = k
         vc[last::last + 1, :, -1] = v.view(b, self.nkv, self.d)
-        x = x + decode_attention(q, kc, vc) @ self.wo
+        x = x + self.linear(decode_attention(q, kc, vc), self.wo)
         return self.mlp(x)
 
 
-def layer_rows(writer):
+def layer_rows(writer, fp8=False):
     d = 128
     configs = [("llama-3.1-8b", 1), ("llama-3.1-70b", 1), ("llama-3.1-70b", 4), ("llama-3.1-70b", 8)]
     for name, tp in configs:
         h, inter, nq, nkv, _ = MODELS[name]
         shard = (h, inter // tp, nq // tp, max(nkv // tp, 1), d)
-        probe = Layer(*shard)
+        probe = Layer(*shard, fp8=fp8)
         nlayers = max(2, min(8, -(-ROTATE_BYTES // probe.nbytes())))
-        layers = [probe] + [Layer(*shard) for _ in range(nlayers - 1)]
+        layers = [probe] + [Layer(*shard, fp8=fp8) for _ in range(nlayers - 1)]
         # prefill, replayed from a CUDA graph like decode: kernel time, not Python launch time
         for batch, seq in [(1, s) for s in (128, 256, 512, 1024, 2048, 4096, 8192)] + [(4, 1024), (16, 512)]:
             t = batch * seq
@@ -343,6 +372,8 @@ def main(out_dir: str) -> None:
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     print(meta, flush=True)
     tables = [("layers", ["model", "tp", "phase", "batch", "seq", "ctx", "time_us"], layer_rows),
+              ("layers_fp8", ["model", "tp", "phase", "batch", "seq", "ctx", "time_us"],
+               lambda w: layer_rows(w, fp8=True)),
               ("attn_prefill", ["batch", "seq", "nq", "nkv", "d", "time_us"], attn_prefill_rows),
               ("attn_decode", ["batch", "ctx", "nq", "nkv", "d", "splits", "time_us"], attn_decode_rows),
               ("gemm", ["dtype", "op", "m", "k", "n", "time_us"], gemm_rows)]

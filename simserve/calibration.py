@@ -93,9 +93,10 @@ def fit(gpu: Gpu, profile: str) -> tuple[Gpu, dict]:
     return with_factors(gpu, values), {"factors": dict(zip(FITTED, values)), "spread": spread}
 
 
-def layer_predictions(gpu: Gpu, profile: str) -> pd.DataFrame:
-    """The measured layer table with the cost model's prediction of each row beside it."""
-    layers = load_profile(profile)["layers"].copy()
+def layer_predictions(gpu: Gpu, profile: str, table: str = "layers", weights: str = "bf16") -> pd.DataFrame:
+    """A measured layer table (`layers`: bf16; `layers_fp8`: W8A8 linear layers, bf16 attention)
+    with the cost model's prediction of each row beside it."""
+    layers = load_profile(profile)[table].copy()
     predicted = []
     for r in layers.itertuples():
         model = get_model(r.model)
@@ -104,7 +105,7 @@ def layer_predictions(gpu: Gpu, profile: str) -> pd.DataFrame:
             batch = BatchStats.of([(int(r.seq), 0)] * int(r.batch), logits_tokens=0)
         else:
             batch = BatchStats.of([], [int(r.ctx)] * int(r.batch), logits_tokens=0)
-        predicted.append(ops_time(layer_ops(model, shard, Precision(), batch), gpu))
+        predicted.append(ops_time(layer_ops(model, shard, Precision(weights=weights), batch), gpu))
     layers["predicted_us"] = np.array(predicted) * 1e6
     layers["rel_err"] = layers.predicted_us / layers.time_us - 1.0
     return layers

@@ -50,3 +50,18 @@ def test_the_profile_repeats_on_a_second_h100():
     tables = load_profile("h100-sxm")
     ratio = tables["layers_repeat"].time_us / tables["layers"].time_us - 1
     assert ratio.abs().median() < 0.02 and ratio.abs().max() < 0.10
+
+
+def test_fp8_layers_median_error_within_15_percent():
+    """layers_fp8.csv: the same layers with W8A8 linear layers (fp8 weights, activations quantised
+    per tensor on the fly, torch._scaled_mm) measured on our H100. Held out like the bf16 table; the
+    15% median bound is the issue's. The activation-quantisation operator (two kernels per GEMM
+    input) is what brings decode in line. Known limit: long prefills run 20-35% slower than
+    predicted (the isolated fp8 GEMMs of gemm.csv are faster than inside a layer); the bound below
+    on the worst row records it rather than hides it."""
+    table = layer_predictions(H100, "h100-sxm", table="layers_fp8", weights="fp8")
+    assert len(table) >= 100
+    assert table.rel_err.abs().median() < 0.15
+    decode = table[table.phase == "decode"]
+    assert decode.rel_err.abs().median() < 0.10
+    assert table.rel_err.abs().max() < 0.40

@@ -178,6 +178,14 @@ def layer_op_models(model: ModelCard, shard: Shard, precision: Precision) -> lis
         OpModel("silu_mul", "elementwise", "fp32", gate="tokens", flops={"tokens": 5.0 * s.intermediate},
                 bytes={"tokens": 3.0 * s.intermediate * ab}),
     ]
+    if precision.gemm_dtype != precision.activations:
+        # W8A8 / W4A8: every linear layer's input is quantised on the fly with a per-tensor dynamic
+        # scale (vLLM's scaled_fp8_quant): one pass for the absolute maximum, one that reads again
+        # and writes the low-precision copy; two kernels for each of the four GEMM inputs
+        inputs = sum(k for _, k, _ in s.gemms())
+        qb = DTYPE_BYTES[precision.gemm_dtype]
+        ops.append(OpModel("quantize_activations", "elementwise", "fp32", gate="tokens",
+                           flops={"tokens": 3.0 * inputs}, bytes={"tokens": inputs * (2 * ab + qb)}, kernels=8))
     return ops
 
 
