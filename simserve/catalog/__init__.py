@@ -105,10 +105,6 @@ class ModelCard:
     mla: MlaSpec | None = None
     source: str = ""
 
-    @property
-    def is_moe(self) -> bool:
-        return self.moe is not None
-
 
 class YamlLoader(yaml.SafeLoader):
     """SafeLoader that also reads 3.35e12 as a float (YAML 1.1 would need 3.35e+12)."""

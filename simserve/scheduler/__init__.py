@@ -86,10 +86,6 @@ class Scheduler:
                     f"replica's cache of {self.kv.capacity_tokens} tokens")
         return ""
 
-    @property
-    def idle(self) -> bool:
-        return not self.waiting and not self.running
-
     def admits_new_arrivals(self) -> bool:
         """Could a request arriving now join the next iteration? Not while a static batch runs,
         nor while others wait ahead of it (FCFS) or the batch is at its size cap."""
