@@ -37,13 +37,13 @@ import numpy as np
 
 from simserve.catalog import DTYPE_BYTES, Gpu, ModelCard
 from simserve.cost.memory import GiB, MemoryPlan
-from simserve.cost.operators import (LayerShape, OpModel, Precision, Shard, gemm_model, head_op_models,
-                                     layer_op_models)
+from simserve.cost.memory import kv_bytes_per_token as dense_kv_bytes_per_token
+from simserve.cost.operators import (LayerShape, Op, OpModel, Precision, Shard, activation_quant_models, gemm_model,
+                                     head_op_models, ffn_op_models)
+from simserve.cost.operators import attention_op_models as dense_attention_op_models
 from simserve.cost.roofline import efficiencies
-from simserve.cost.operators import Op
 from simserve.errors import ConfigError
 
-FFN_OPS = ("gate_up_proj", "down_proj", "silu_mul")
 
 
 @dataclass(frozen=True)
@@ -289,21 +289,14 @@ def mla_op_models(model: ModelCard, tp: int, precision: Precision) -> list[OpMod
                 flops={"tokens": 6.0 * (heads + 1) * mla.qk_rope_head_dim},
                 bytes={"tokens": 2.0 * heads * qk * ab + latent * kvb}, kernels=2),
     ]
-    return ops
+    return ops + activation_quant_models([h, mla.q_lora_rank, h, mla.kv_lora_rank, heads * mla.v_head_dim],
+                                         precision, "attention_")
 
 
 def attention_op_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel]:
     if model.mla is not None:
         return mla_op_models(model, tp, precision)
-    return [m for m in layer_op_models(model, Shard(tp=tp), precision) if m.name not in FFN_OPS]
-
-
-def ffn_op_models(model: ModelCard, width: int, precision: Precision, prefix: str) -> list[OpModel]:
-    h, ab = model.hidden, DTYPE_BYTES[precision.activations]
-    return [gemm_model(f"{prefix}gate_up_proj", h, 2 * width, precision),
-            gemm_model(f"{prefix}down_proj", width, h, precision),
-            OpModel(f"{prefix}silu_mul", "elementwise", "fp32", gate="tokens", flops={"tokens": 5.0 * width},
-                    bytes={"tokens": 3.0 * width * ab})]
+    return dense_attention_op_models(model, Shard(tp=tp), precision)
 
 
 def moe_layer_op_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel]:
@@ -316,12 +309,12 @@ def moe_layer_op_models(model: ModelCard, tp: int, precision: Precision) -> list
                             "tokens": (h + moe.num_experts) * DTYPE_BYTES[precision.activations]})
     ops = attention_op_models(model, tp, precision) + [router]
     if moe.shared_experts:
-        ops += ffn_op_models(model, moe.shared_experts * moe.expert_intermediate // tp, precision, "shared_")
+        ops += ffn_op_models(h, moe.shared_experts * moe.expert_intermediate // tp, precision, "shared_")
     return ops
 
 
 def dense_layer_op_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel]:
-    return attention_op_models(model, tp, precision) + ffn_op_models(model, model.intermediate // tp, precision, "")
+    return attention_op_models(model, tp, precision) + ffn_op_models(model.hidden, model.intermediate // tp, precision)
 
 
 def head_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel]:
@@ -346,8 +339,7 @@ def kv_bytes_per_token(model: ModelCard, tp: int, precision: Precision) -> float
     """KV cache bytes per token on one GPU, all layers: MLA's latent is not split by TP."""
     if model.mla is not None:
         return model.num_layers * (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) * DTYPE_BYTES[precision.kv]
-    s = LayerShape.of(model, tp)
-    return model.num_layers * 2 * s.kv_heads * s.head_dim * DTYPE_BYTES[precision.kv]
+    return dense_kv_bytes_per_token(model, Shard(tp=tp), precision)
 
 
 def moe_weights_bytes(model: ModelCard, layout: MoeLayout, precision: Precision) -> tuple[float, float]:

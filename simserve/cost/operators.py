@@ -152,15 +152,30 @@ def gemm_model(name: str, k: int, n: int, precision: Precision, tokens: str = "t
                    bytes={"const": k * n * wb, tokens: (k + n) * ab})
 
 
-def layer_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
-    """One decoder layer's operators on one GPU: GQA attention, gated FFN, fused norms."""
+def activation_quant_models(input_widths: list[int], precision: Precision, prefix: str = "") -> list[OpModel]:
+    """W8A8 / W4A8 linear layers quantise their input on the fly with a per-tensor dynamic scale
+    (vLLM's scaled_fp8_quant): one pass for the absolute maximum, one that reads the input again and
+    writes the low-precision copy; two kernels per GEMM input. Nothing for bf16 GEMMs."""
+    if precision.gemm_dtype == precision.activations or not input_widths:
+        return []
+    inputs = float(sum(input_widths))
+    ab, qb = DTYPE_BYTES[precision.activations], DTYPE_BYTES[precision.gemm_dtype]
+    return [OpModel(f"{prefix}quantize_activations", "elementwise", "fp32", gate="tokens",
+                    flops={"tokens": 3.0 * inputs}, bytes={"tokens": inputs * (2 * ab + qb)},
+                    kernels=2 * len(input_widths))]
+
+
+def attention_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
+    """The attention half of a decoder layer on one GPU: QKV and output projections, GQA
+    attention for prefill chunks and decodes, fused norms, rotary embedding and the cache write."""
     s = LayerShape.of(model, shard.tp)
     ab = DTYPE_BYTES[precision.activations]
     kv_bytes_per_token = 2 * s.kv_heads * s.head_dim * DTYPE_BYTES[precision.kv]
     qo_bytes_per_token = 2 * s.q_heads * s.head_dim * ab
     attn_flops_per_pair = 4.0 * s.q_heads * s.head_dim
     h, qk_width = s.hidden, (s.q_heads + s.kv_heads) * s.head_dim
-    ops = [gemm_model(name, k, n, precision) for name, k, n in s.gemms()]
+    projections = [("qkv_proj", h, s.qkv_width), ("o_proj", s.q_heads * s.head_dim, h)]
+    ops = [gemm_model(name, k, n, precision) for name, k, n in projections]
     ops += [
         OpModel("attention_prefill", "attention_prefill", precision.activations, gate="prefill_tokens",
                 flops={"prefill_attn_pairs": attn_flops_per_pair},
@@ -174,19 +189,25 @@ def layer_op_models(model: ModelCard, shard: Shard, precision: Precision) -> lis
         # rotary embedding of q and k, and this step's k, v written into the paged cache
         OpModel("rope_kv_write", "elementwise", "fp32", gate="tokens", flops={"tokens": 6.0 * qk_width},
                 bytes={"tokens": 2.0 * qk_width * ab + kv_bytes_per_token}, kernels=2),
-        # SiLU(gate) * up: read 2I, write I
-        OpModel("silu_mul", "elementwise", "fp32", gate="tokens", flops={"tokens": 5.0 * s.intermediate},
-                bytes={"tokens": 3.0 * s.intermediate * ab}),
     ]
-    if precision.gemm_dtype != precision.activations:
-        # W8A8 / W4A8: every linear layer's input is quantised on the fly with a per-tensor dynamic
-        # scale (vLLM's scaled_fp8_quant): one pass for the absolute maximum, one that reads again
-        # and writes the low-precision copy; two kernels for each of the four GEMM inputs
-        inputs = sum(k for _, k, _ in s.gemms())
-        qb = DTYPE_BYTES[precision.gemm_dtype]
-        ops.append(OpModel("quantize_activations", "elementwise", "fp32", gate="tokens",
-                           flops={"tokens": 3.0 * inputs}, bytes={"tokens": inputs * (2 * ab + qb)}, kernels=8))
-    return ops
+    return ops + activation_quant_models([k for _, k, _ in projections], precision, "attention_")
+
+
+def ffn_op_models(hidden: int, width: int, precision: Precision, prefix: str = "") -> list[OpModel]:
+    """A gated FFN of `width` on one GPU: gate/up and down projections, SiLU(gate) * up (reads 2
+    x width, writes width), and the quantisation of both GEMM inputs for W8A8."""
+    ab = DTYPE_BYTES[precision.activations]
+    return [gemm_model(f"{prefix}gate_up_proj", hidden, 2 * width, precision),
+            gemm_model(f"{prefix}down_proj", width, hidden, precision),
+            OpModel(f"{prefix}silu_mul", "elementwise", "fp32", gate="tokens", flops={"tokens": 5.0 * width},
+                    bytes={"tokens": 3.0 * width * ab})] + \
+        activation_quant_models([hidden, width], precision, f"{prefix}ffn_")
+
+
+def layer_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
+    """One dense decoder layer's operators on one GPU: attention, then the gated FFN."""
+    return attention_op_models(model, shard, precision) + \
+        ffn_op_models(model.hidden, model.intermediate // shard.tp, precision)
 
 
 def head_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
