@@ -7,7 +7,7 @@ schedulers and predictors the same way).
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 from simserve.errors import ConfigError
 
@@ -55,4 +55,3 @@ class Registry(Generic[T]):
         return len(self._items)
 
 
-Factory = Callable[..., object]
