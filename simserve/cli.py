@@ -103,7 +103,10 @@ def cmd_catalog(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from simserve import __version__
+
     parser = argparse.ArgumentParser(prog="simserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"simserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="simulate a config (default: the bundled default)")
