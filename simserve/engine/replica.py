@@ -111,6 +111,11 @@ class Replica:
         self.schedulers[req.lane].add(req)
         self._wakeup()
 
+    def arrivals_ended(self) -> None:
+        """The last request has arrived (here or elsewhere): re-schedule, so a lane waiting for a
+        full static batch admits what it holds instead of sleeping through the end of the run."""
+        self._wakeup()
+
     def _wakeup(self) -> None:
         if self._sleeping:
             self._sleeping = False
