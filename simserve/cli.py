@@ -91,6 +91,8 @@ def cmd_catalog(args) -> int:
         data["topologies"] = {n: getattr(t, "description", "") for n, t in topology_catalog().items()}
     except ImportError:
         data["topologies"] = {}
+    from simserve.collectives.allreduce import ALLREDUCE
+    data["allreduce_algorithms"] = {n: ALLREDUCE.get(n).description for n in ALLREDUCE}
     if args.json:
         print(json.dumps(data, indent=2))
         return 0

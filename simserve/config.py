@@ -17,8 +17,13 @@ from simserve.errors import ConfigError
 from simserve.workload.config import WorkloadConfig
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp4"]
-ALLREDUCE_ALGOS = ("auto", "ring", "recursive_doubling", "halving_doubling", "tree", "nvls",
-                   "one_shot", "two_shot", "hierarchical")
+
+
+def allreduce_choices() -> tuple[str, ...]:
+    """`collectives.allreduce` values: auto and every registered algorithm (read when validating,
+    so an algorithm registered by a user's module is accepted)."""
+    from simserve.collectives.allreduce import ALLREDUCE
+    return ("auto",) + ALLREDUCE.names()
 
 
 class Strict(BaseModel):
@@ -65,9 +70,10 @@ class CollectivesConfig(Strict):
 
     @model_validator(mode="after")
     def _known(self):
-        if self.allreduce not in ALLREDUCE_ALGOS:
+        choices = allreduce_choices()
+        if self.allreduce not in choices:
             raise ValueError(f"unknown all-reduce algorithm {self.allreduce!r}; choose one of "
-                             f"{', '.join(ALLREDUCE_ALGOS)}")
+                             f"{', '.join(choices)}")
         return self
 
 

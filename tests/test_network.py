@@ -4,6 +4,7 @@ import simpy
 
 from simserve.errors import CatalogError, ConfigError
 from simserve.network import Link, Network, Topology, build_topology, topology_catalog
+from simserve.network.graph import Router
 from simserve.catalog import get_hardware
 
 
@@ -12,7 +13,7 @@ def _toy_topology(capacities_Bps, routes, latency_s=0.0):
     links = tuple(Link(i, 0, 1, bw, latency_s, "network") for i, bw in enumerate(capacities_Bps))
     return Topology(name="toy", description="", gpu=get_hardware("h100-sxm"), fabric="nvswitch", nodes=1,
                     gpus_per_node=4, vertex_names=("a", "b", "c", "d"), links=links, launch_latency_s=0.0,
-                    _routing=lambda s, d: routes[(s, d)])
+                    router=Router(4, {k: tuple(v) for k, v in routes.items()}))
 
 
 def _run(topology, transfers):

@@ -124,6 +124,11 @@ def load_yaml_text(text: str) -> Any:
     return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def load_catalog_file(path: str | Path) -> dict[str, Any]:
+    """A catalog YAML file as a mapping of name -> entry (CatalogError naming the file otherwise)."""
+    return _load_yaml(Path(path))
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = load_yaml_text(path.read_text())

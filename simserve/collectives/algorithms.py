@@ -5,24 +5,20 @@ Ranks are GPU ids in the caller's order (node-major for multi-node groups). Byte
 Group sizes that are not powers of two: recursive doubling and halving-doubling all-reduce fold the
 extra ranks in first and out last (MPICH's approach); all-gather by recursive doubling and
 reduce-scatter by recursive halving need a power of two and say so.
+All-reduce algorithms live in a registry (`collectives.allreduce.ALLREDUCE`); the other ops' sets
+are fixed here.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Sequence
+from typing import Iterator, Mapping, Sequence
 
+from simserve.collectives.allreduce import ALLREDUCE, allreduce
+from simserve.collectives.blocks import TopologyFacts, doubling_ag, halving_rs, require_pow2, ring_ag, ring_rs
 from simserve.collectives.rings import ring_channels
-from simserve.collectives.schedule import (Move, Schedule, SwitchReduce, make_phase, merge_parallel,
-                                           transfer)
+from simserve.collectives.schedule import Schedule, make_phase, merge_parallel, transfer
 from simserve.errors import ConfigError
 
-# Tree pipelining: NCCL's Simple protocol moves 512 KiB slices (NCCL_BUFFSIZE 4 MiB / NCCL_STEPS 8).
-TREE_CHUNK_BYTES = 512 * 1024
-TREE_MAX_CHUNKS = 64          # bounds the phases of a huge message; pipeline fill then costs <~10%
-
-ALGORITHMS = {
-    "allreduce": ("ring", "recursive_doubling", "halving_doubling", "tree", "nvls", "one_shot",
-                  "two_shot", "hierarchical"),
+_FIXED = {
     "allgather": ("ring", "recursive_doubling", "direct"),
     "reducescatter": ("ring", "halving_doubling", "direct"),
     "alltoall": ("direct", "pairwise"),
@@ -30,229 +26,25 @@ ALGORITHMS = {
 }
 
 
-class TopologyFacts:
-    """What schedule builders need to know about where ranks sit (duck-typed by network.Topology)."""
+class _Algorithms(Mapping):
+    """op -> algorithm names; all-reduce's are the registry's current names."""
 
-    def __init__(self, node_of: Callable[[int], int] = lambda r: 0,
-                 direct: Callable[[int, int], bool] = lambda a, b: False, nvls: bool = False):
-        self.node_of, self.direct, self.nvls = node_of, direct, nvls
+    def __getitem__(self, op: str) -> tuple[str, ...]:
+        if op == "allreduce":
+            return ALLREDUCE.names()
+        return _FIXED[op]
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(("allreduce", *_FIXED))
 
-def _is_pow2(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
-
-
-def _require_pow2(algo: str, op: str, n: int) -> None:
-    if not _is_pow2(n):
-        raise ConfigError(f"{algo} {op} needs a power-of-two group; got {n} ranks (use ring)")
+    def __len__(self) -> int:
+        return 1 + len(_FIXED)
 
 
-# ---- building blocks (phases as lists of moves) ------------------------------------------------
+ALGORITHMS = _Algorithms()
 
-def _ring_rs(ring, blocks_by_pos, bb) -> list[list[Move]]:
-    """Ring reduce-scatter: after n-1 steps position i holds blocks_by_pos[i] fully reduced."""
-    n = len(ring)
-    return [[transfer(ring[i], ring[(i + 1) % n], blocks_by_pos[(i - s - 1) % n], bb, reduce=True)
-             for i in range(n)] for s in range(n - 1)]
-
-
-def _ring_ag(ring, blocks_by_pos, bb) -> list[list[Move]]:
-    """Ring all-gather: position i starts with blocks_by_pos[i]; after n-1 steps all hold all."""
-    n = len(ring)
-    return [[transfer(ring[i], ring[(i + 1) % n], blocks_by_pos[(i - s) % n], bb)
-             for i in range(n)] for s in range(n - 1)]
-
-
-def _fold(ranks):
-    """MPICH's non-power-of-two fold: pairs (extra, partner) and the power-of-two participants."""
-    n = len(ranks)
-    p2 = 1 << (n.bit_length() - 1)
-    extra = n - p2
-    pairs = [(ranks[2 * i], ranks[2 * i + 1]) for i in range(extra)]
-    core = [ranks[2 * i + 1] for i in range(extra)] + list(ranks[2 * extra:])
-    return pairs, core
-
-
-def _rd_allreduce(ranks, blocks, bb) -> list[list[Move]]:
-    pairs, core = _fold(ranks)
-    phases: list[list[Move]] = []
-    if pairs:
-        phases.append([transfer(a, b, blocks, bb, reduce=True) for a, b in pairs])
-    p2 = len(core)
-    for k in range(p2.bit_length() - 1):
-        phases.append([transfer(core[j], core[j ^ (1 << k)], blocks, bb, reduce=True) for j in range(p2)])
-    if pairs:
-        phases.append([transfer(b, a, blocks, bb) for a, b in pairs])
-    return phases
-
-
-def _halving_rs(core, blocks, bb):
-    """Recursive halving over a power-of-two group; returns phases and each member's block range."""
-    p2 = len(core)
-    ranges = {j: (0, p2) for j in range(p2)}
-    phases = []
-    d = p2 // 2
-    while d >= 1:
-        moves = []
-        for j in range(p2):
-            lo, hi = ranges[j]
-            mid = (lo + hi) // 2
-            keep, send = ((mid, hi), (lo, mid)) if j & d else ((lo, mid), (mid, hi))
-            moves.append(transfer(core[j], core[j ^ d], blocks[send[0]:send[1]], bb, reduce=True))
-            ranges[j] = keep
-        phases.append(moves)
-        d //= 2
-    return phases, ranges
-
-
-def _doubling_ag(core, blocks, bb, ranges):
-    p2 = len(core)
-    ranges = dict(ranges)
-    phases = []
-    d = 1
-    while d < p2:
-        moves = [transfer(core[j], core[j ^ d], blocks[ranges[j][0]:ranges[j][1]], bb) for j in range(p2)]
-        ranges = {j: (min(ranges[j][0], ranges[j ^ d][0]), max(ranges[j][1], ranges[j ^ d][1]))
-                  for j in range(p2)}
-        phases.append(moves)
-        d *= 2
-    return phases
-
-
-def _tree_levels(n: int, mirrored: bool):
-    """(child position, parent position, depth) edges of a binary heap over positions, optionally
-    over mirrored positions so that one tree's leaves are the other's inner nodes (NCCL's double
-    binary tree idea)."""
-    pos = (lambda p: n - 1 - p) if mirrored else (lambda p: p)
-    return [(pos(p), pos((p - 1) // 2), int(math.log2(p + 1))) for p in range(1, n)]
-
-
-# ---- all-reduce ----------------------------------------------------------------------------------
-
-def allreduce(algo: str, ranks: Sequence[int], nbytes: float, topo: TopologyFacts) -> Schedule:
-    ranks = tuple(ranks)
-    n = len(ranks)
-    if n == 1:
-        return Schedule("allreduce", algo, ranks, nbytes, (), (float(nbytes),))
-    if algo == "hierarchical":
-        return _hierarchical_allreduce(ranks, nbytes, topo)
-    if algo == "ring":
-        rings = ring_channels(ranks, topo.direct)
-        nblocks = len(rings) * n
-        bb = (nbytes / nblocks,) * nblocks
-        rs, ag = [], []
-        for c, ring in enumerate(rings):
-            by_pos = [(c * n + i,) for i in range(n)]
-            rs.append(_ring_rs(ring, by_pos, bb))
-            ag.append(_ring_ag(ring, by_pos, bb))
-        phases = merge_parallel(rs) + merge_parallel(ag)
-        notes = f"{len(rings)} ring channel(s)"
-    elif algo == "recursive_doubling":
-        bb = (float(nbytes),)
-        phases, notes = _rd_allreduce(ranks, (0,), bb), ""
-    elif algo == "halving_doubling":
-        pairs, core = _fold(ranks)
-        bb = (nbytes / len(core),) * len(core)
-        everything = tuple(range(len(core)))
-        rs, ranges = _halving_rs(core, everything, bb)
-        phases = ([[transfer(a, b, everything, bb, reduce=True) for a, b in pairs]] if pairs else [])
-        phases += rs + _doubling_ag(core, everything, bb, ranges)
-        phases += [[transfer(b, a, everything, bb) for a, b in pairs]] if pairs else []
-        notes = f"{len(pairs)} rank(s) folded" if pairs else ""
-    elif algo == "tree":
-        phases, bb, notes = _double_binary_tree(ranks, nbytes)
-    elif algo == "one_shot":
-        bb = (float(nbytes),)
-        phases = [[transfer(a, b, (0,), bb, reduce=True) for a in ranks for b in ranks if a != b]]
-        notes = ""
-    elif algo == "two_shot":
-        bb = (nbytes / n,) * n
-        phases = [[transfer(a, ranks[j], (j,), bb, reduce=True) for a in ranks for j in range(n) if a != ranks[j]],
-                  [transfer(ranks[j], b, (j,), bb) for j in range(n) for b in ranks if b != ranks[j]]]
-        notes = ""
-    elif algo == "nvls":
-        if not topo.nvls:
-            raise ConfigError("nvls needs an NVSwitch with in-switch reduction (dgx-h100, dgx-h200, dgx-b200)")
-        if len({topo.node_of(r) for r in ranks}) > 1:
-            raise ConfigError("nvls reduces inside one NVSwitch node; this group spans nodes (use hierarchical)")
-        bb = (float(nbytes),)
-        phases = [[SwitchReduce(ranks, ranks, float(nbytes), (0,))]]
-        notes = ""
-    else:
-        raise ConfigError(f"unknown all-reduce algorithm {algo!r}; choose one of "
-                          f"{', '.join(ALGORITHMS['allreduce'])} or auto")
-    return Schedule("allreduce", algo, ranks, float(nbytes), tuple(make_phase(p, bb) for p in phases),
-                    tuple(bb), notes=notes)
-
-
-def _double_binary_tree(ranks, nbytes):
-    n = len(ranks)
-    chunks = max(1, min(TREE_MAX_CHUNKS, math.ceil(nbytes / 2 / TREE_CHUNK_BYTES)))
-    bb = (nbytes / (2 * chunks),) * (2 * chunks)
-    trees = [_tree_levels(n, mirrored=False), _tree_levels(n, mirrored=True)]
-    depth = max(d for _, _, d in trees[0])
-    # stages: reduce from the deepest level up, then broadcast from the root down
-    stages = [("reduce", d) for d in range(depth, 0, -1)] + [("bcast", d) for d in range(1, depth + 1)]
-    phases: list[list[Move]] = [[] for _ in range(chunks + len(stages) - 1)]
-    for t, edges in enumerate(trees):
-        for c in range(chunks):
-            block = (t * chunks + c,)
-            for s, (kind, d) in enumerate(stages):
-                for child, parent, level in edges:
-                    if level != d:
-                        continue
-                    if kind == "reduce":
-                        phases[c + s].append(transfer(ranks[child], ranks[parent], block, bb, reduce=True))
-                    else:
-                        phases[c + s].append(transfer(ranks[parent], ranks[child], block, bb))
-    return phases, bb, f"2 trees x {chunks} pipelined chunk(s), depth {depth}"
-
-
-def _by_node(ranks, topo):
-    nodes: dict[int, list[int]] = {}
-    for r in ranks:
-        nodes.setdefault(topo.node_of(r), []).append(r)
-    return list(nodes.values())
-
-
-def _hierarchical_allreduce(ranks, nbytes, topo) -> Schedule:
-    """Intra-node ring RS -> inter-node recursive-doubling AR of each 1/G shard over the GPUs that
-    hold it (one rail each; NVRAR's structure) -> intra-node ring AG."""
-    groups = _by_node(ranks, topo)
-    sizes = {len(g) for g in groups}
-    if len(sizes) != 1:
-        raise ConfigError(f"hierarchical all-reduce needs the same number of GPUs on every node; got "
-                          f"{sorted(len(g) for g in groups)}")
-    g_size = sizes.pop()
-    if len(groups) == 1:                       # one node: the hierarchy collapses to its ring
-        sched = allreduce("ring", ranks, nbytes, topo)
-        return Schedule("allreduce", "ring", sched.ranks, sched.nbytes, sched.phases, sched.block_bytes,
-                        notes="hierarchical on one node is its intra-node ring")
-    local_rings = ring_channels(groups[0], topo.direct)
-    index_of = {r: i for i, r in enumerate(groups[0])}
-    rings_local = [[index_of[r] for r in ring] for ring in local_rings]
-    nblocks = len(rings_local) * g_size
-    bb = (nbytes / nblocks,) * nblocks
-    rs, ag, owned = [], [], {}
-    for group in groups:
-        rs_g, ag_g = [], []
-        for c, ring_local in enumerate(rings_local):
-            ring = [group[i] for i in ring_local]
-            by_pos = [(c * g_size + i,) for i in range(g_size)]
-            rs_g.append(_ring_rs(ring, by_pos, bb))
-            ag_g.append(_ring_ag(ring, by_pos, bb))
-            for i, r in enumerate(ring):
-                owned.setdefault(r, []).append(c * g_size + i)
-        rs.append(merge_parallel(rs_g))
-        ag.append(merge_parallel(ag_g))
-    inter = [_rd_allreduce([group[i] for group in groups], tuple(owned[groups[0][i]]), bb)
-             for i in range(g_size)]
-    # the block ids a local index owns are the same on every node by construction
-    assert all(owned[group[i]] == owned[groups[0][i]] for group in groups for i in range(g_size))
-    phases = merge_parallel(rs) + merge_parallel(inter) + merge_parallel(ag)
-    return Schedule("allreduce", "hierarchical", tuple(ranks), float(nbytes),
-                    tuple(make_phase(p, bb) for p in phases), tuple(bb),
-                    notes=f"{len(groups)} nodes x {g_size} GPUs, {len(rings_local)} intra ring(s), RD inter")
+__all__ = ["ALGORITHMS", "TopologyFacts", "allgather", "allreduce", "alltoall", "build", "reducescatter",
+           "sendrecv"]
 
 
 # ---- all-gather / reduce-scatter ---------------------------------------------------------------
@@ -282,18 +74,18 @@ def _ag_rs(op, algo, ranks, nbytes, topo) -> Schedule:
             by_pos = [(c * n + i,) for i in range(n)]
             for i, r in enumerate(ring):
                 owner[c * n + i] = r
-            per_ring.append((_ring_ag if gather else _ring_rs)(ring, by_pos, bb))
+            per_ring.append((ring_ag if gather else ring_rs)(ring, by_pos, bb))
         phases = merge_parallel(per_ring)
     elif algo in ("recursive_doubling", "halving_doubling"):
-        _require_pow2(algo, op, n)
+        require_pow2(algo, op, n)
         bb = (nbytes / n,) * n
         everything = tuple(range(n))
-        rs, ranges = _halving_rs(ranks, everything, bb)
+        rs, ranges = halving_rs(ranks, everything, bb)
         owner = [0] * n
         for j, (lo, _hi) in ranges.items():
             owner[lo] = ranks[j]
         if gather:
-            phases = _doubling_ag(ranks, everything, bb, ranges)
+            phases = doubling_ag(ranks, everything, bb, ranges)
         else:
             phases = rs
     else:   # direct: every rank sends each peer the peer's shard (RS) or its own shard (AG) at once

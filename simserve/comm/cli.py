@@ -132,9 +132,10 @@ def _plot(topo, op, ranks, sizes, path) -> None:
 def add_parser(subparsers) -> None:
     from simserve.collectives.algorithms import ALGORITHMS
 
+    algos = "; ".join(f"{op}: {', '.join(ALGORITHMS[op])}" for op in ALGORITHMS)
     p = subparsers.add_parser("collective", help="time one collective on the modelled network (nccl-tests style)")
     p.add_argument("--op", default="allreduce", choices=list(ALGORITHMS))
-    p.add_argument("--algo", default="auto", help="algorithm or auto (default)")
+    p.add_argument("--algo", default="auto", help=f"algorithm or auto (default); {algos}")
     p.add_argument("--bytes", default="1MiB", help="message size: 8B, 1KiB, 1MiB, 1GiB, 1KB ...")
     p.add_argument("--gpus", type=int, default=8, help="GPUs in the group (in all nodes together)")
     p.add_argument("--nodes", type=int, default=1)

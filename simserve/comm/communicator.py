@@ -17,6 +17,7 @@ import simpy
 
 from simserve.collectives.algorithms import ALGORITHMS
 from simserve.collectives.select import candidates
+from simserve.comm.cache import CollectiveCache, bind, cache_for
 from simserve.comm.player import compiled, idle_time, play
 from simserve.errors import ConfigError
 from simserve.network.flows import Network
@@ -25,29 +26,39 @@ from simserve.network.topology import Topology
 FIDELITIES = ("fast", "exact")
 
 
-def _idle(topology: Topology, op: str, algo: str, ranks, nbytes, matrix=None) -> float:
+def _idle(topology: Topology, op: str, algo: str, ranks, nbytes, matrix=None,
+          cache: CollectiveCache | None = None) -> float:
+    cache = cache or cache_for(topology)
     key = (op, algo, tuple(ranks), nbytes, None if matrix is None else tuple(map(tuple, matrix)))
-    memo = topology.cache.setdefault("idle_time", {})
-    if key not in memo:
-        memo[key] = idle_time(topology, compiled(topology, op, algo, ranks, nbytes, matrix))
-    return memo[key]
+    memo = cache.table("idle_time")
+    found = memo.get(key)
+    if found is None:
+        found = idle_time(topology, compiled(topology, op, algo, ranks, nbytes, matrix, cache), cache)
+        memo[key] = found
+    return found
 
 
-def choose_algorithm(topology: Topology, op: str, ranks, nbytes: float, matrix=None) -> str:
+def choose_algorithm(topology: Topology, op: str, ranks, nbytes: float, matrix=None,
+                     cache: CollectiveCache | None = None) -> str:
     """`auto`: the candidate with the least idle-network time (NCCL's tuner rule, comm.md 1.3)."""
+    cache = cache or cache_for(topology)
     key = (op, tuple(ranks), nbytes, None if matrix is None else tuple(map(tuple, matrix)))
-    memo = topology.cache.setdefault("auto", {})
-    if key not in memo:
+    memo = cache.table("auto")
+    found = memo.get(key)
+    if found is None:
         options = candidates(op, topology, ranks, nbytes)
-        memo[key] = min(options, key=lambda a: (_idle(topology, op, a, ranks, nbytes, matrix), options.index(a)))
-    return memo[key]
+        found = min(options, key=lambda a: (_idle(topology, op, a, ranks, nbytes, matrix, cache),
+                                            options.index(a)))
+        memo[key] = found
+    return found
 
 
-def resolve(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None) -> str:
+def resolve(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None,
+            cache: CollectiveCache | None = None) -> str:
     if op not in ALGORITHMS:
         raise ConfigError(f"unknown collective op {op!r}; choose one of {', '.join(ALGORITHMS)}")
     if algo == "auto":
-        return choose_algorithm(topology, op, ranks, nbytes, matrix)
+        return choose_algorithm(topology, op, ranks, nbytes, matrix, cache)
     if algo not in ALGORITHMS[op]:
         raise ConfigError(f"unknown {op} algorithm {algo!r}; choose one of "
                           f"{', '.join(ALGORITHMS[op])} or auto")
@@ -55,26 +66,39 @@ def resolve(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix
 
 
 def collective_time(topology: Topology, op: str, algo: str, ranks, nbytes: float,
-                    matrix=None) -> tuple[float, str]:
-    """(seconds on an idle network, algorithm actually used). Pure analysis; memoised."""
-    chosen = resolve(topology, op, algo, ranks, nbytes, matrix)
-    program = compiled(topology, op, chosen, ranks, nbytes, matrix)
-    return _idle(topology, op, chosen, ranks, nbytes, matrix), program.algorithm
+                    matrix=None, cache: CollectiveCache | None = None) -> tuple[float, str]:
+    """(seconds on an idle network, algorithm actually used). Pure analysis; memoised in `cache`
+    (default: the cache bound to this topology, i.e. the run's when a Communicator exists)."""
+    cache = cache or cache_for(topology)
+    chosen = resolve(topology, op, algo, ranks, nbytes, matrix, cache)
+    program = compiled(topology, op, chosen, ranks, nbytes, matrix, cache)
+    return _idle(topology, op, chosen, ranks, nbytes, matrix, cache), program.algorithm
 
 
 class Communicator:
     """One per simulation; shared by every replica (they share the network)."""
 
-    def __init__(self, env: simpy.Environment, network: Network, fidelity: str = "fast"):
+    def __init__(self, env: simpy.Environment, network: Network, fidelity: str = "fast",
+                 cache: CollectiveCache | None = None):
         if fidelity not in FIDELITIES:
             raise ConfigError(f"unknown fidelity {fidelity!r}; choose one of {', '.join(FIDELITIES)}")
         self.env, self.network, self.fidelity = env, network, fidelity
         self.topology = network.topology
+        # the run's memo tables; bound to the topology so module-level calls share them
+        self.cache = bind(self.topology, cache or CollectiveCache())
         self.time_by_op: dict[str, float] = defaultdict(float)     # seconds of collectives per op
         self.calls_by_op: dict[str, int] = defaultdict(int)
         self.algorithms_used: dict[tuple[str, str], int] = defaultdict(int)   # (op, algo) -> calls
         self.replayed = 0
         self.played = 0
+
+    def collective_time(self, op: str, algo: str, ranks, nbytes: float, matrix=None) -> tuple[float, str]:
+        """`collective_time` on this run's topology and cache."""
+        return collective_time(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
+
+    def compiled(self, op: str, algo: str, ranks, nbytes: float, matrix=None):
+        """The compiled program of a concrete algorithm, from this run's cache."""
+        return compiled(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
 
     @property
     def bytes_by_kind(self) -> dict[str, float]:
@@ -88,14 +112,14 @@ class Communicator:
         ranks = tuple(ranks)
         if count <= 0 or len(ranks) <= 1 and op != "sendrecv":
             return (algo if algo != "auto" else "none"), 0.0
-        chosen = resolve(self.topology, op, algo, ranks, nbytes, matrix)
-        program = compiled(self.topology, op, chosen, ranks, nbytes, matrix)
+        chosen = resolve(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
+        program = compiled(self.topology, op, chosen, ranks, nbytes, matrix, self.cache)
         remaining = count
         while remaining:
             # each collective is checked when it starts: while other traffic is on its links it is
             # played flow by flow; the first that finds them idle replays itself and the rest
             if self.fidelity == "fast" and not self.network.busy(program.links):
-                duration_s = _idle(self.topology, op, chosen, ranks, nbytes, matrix)
+                duration_s = _idle(self.topology, op, chosen, ranks, nbytes, matrix, self.cache)
                 program.account(self.network, remaining)
                 self.network.reserve(program.links, self.env.now + duration_s * remaining)
                 yield self.env.timeout(duration_s * remaining)

@@ -1,8 +1,8 @@
 """Play a collective schedule on the SimPy network, phase by phase, and time it.
 
 A schedule is first compiled against a topology (routes, latencies, the bytes it puts on each kind
-of link); the compiled form is cached per (op, algorithm, ranks, bytes) on the topology, because
-an engine issues the same collective thousands of times.
+of link); the compiled form is memoised per (op, algorithm, ranks, bytes) in the run's
+`CollectiveCache` (`comm.cache`), because an engine issues the same collective thousands of times.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import simpy
 
 from simserve.collectives import algorithms
 from simserve.collectives.schedule import Schedule, SwitchReduce
+from simserve.comm.cache import CollectiveCache, cache_for
 from simserve.network.flows import Network
 from simserve.network.fluid import idle_phase_s
 from simserve.network.topology import Topology
@@ -72,15 +73,17 @@ def compile_schedule(topology: Topology, schedule: Schedule) -> CompiledSchedule
     return CompiledSchedule(schedule, launch_s, tuple(phases), frozenset(touched), by_kind, payload)
 
 
-def compiled(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None) -> CompiledSchedule:
-    """Build and compile a concrete algorithm's schedule, cached on the topology."""
+def compiled(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None,
+             cache: CollectiveCache | None = None) -> CompiledSchedule:
+    """Build and compile a concrete algorithm's schedule, memoised in the run's cache."""
     key = (op, algo, tuple(ranks), float(nbytes) if nbytes is not None else None,
            None if matrix is None else tuple(map(tuple, matrix)))
-    cache = topology.cache.setdefault("compiled", {})
-    found = cache.get(key)
+    memo = (cache or cache_for(topology)).table("compiled")
+    found = memo.get(key)
     if found is None:
         schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
-        found = cache[key] = compile_schedule(topology, schedule)
+        found = compile_schedule(topology, schedule)
+        memo[key] = found
     return found
 
 
@@ -97,18 +100,19 @@ def play(env: simpy.Environment, network: Network, program: CompiledSchedule):
     return env.now - start_s
 
 
-def idle_time(topology: Topology, program: CompiledSchedule) -> float:
+def idle_time(topology: Topology, program: CompiledSchedule, cache: CollectiveCache | None = None) -> float:
     """Duration of the collective alone on an idle network (memoised by the caller).
 
     Evaluated by the pure fluid model (`network.fluid`), which is the SimPy network's model without
     the event queue; phases with the same flows (every step of a ring) are costed once."""
     capacity = [link.bw_Bps for link in topology.links]
-    phase_memo = topology.cache.setdefault("idle_phase", {})
+    phase_memo = (cache or cache_for(topology)).table("idle_phase")
     total_s = program.launch_s
     for phase in program.phases:
         phase_s = phase_memo.get(phase.items)
         if phase_s is None:
-            phase_s = phase_memo[phase.items] = idle_phase_s(phase.items, capacity)
+            phase_s = idle_phase_s(phase.items, capacity)
+            phase_memo[phase.items] = phase_s
         total_s += phase_s + phase.extra_s
     return total_s
 
