@@ -73,6 +73,16 @@ def cmd_estimate(args) -> int:
     return 0
 
 
+def extension_points() -> dict[str, str]:
+    """Config fields whose values come from a registry, and the names registered now."""
+    from simserve.router import ROUTERS
+    from simserve.scheduler import POLICIES
+    from simserve.workload.processes import ARRIVAL_PROCESSES
+    return {"scheduler.policy": ", ".join(POLICIES.names()),
+            "router.policy": ", ".join(ROUTERS.names()),
+            "workload.arrivals.process": ", ".join(ARRIVAL_PROCESSES.names())}
+
+
 def cmd_catalog(args) -> int:
     from simserve.catalog import hardware_catalog, model_catalog
 
@@ -93,6 +103,7 @@ def cmd_catalog(args) -> int:
         data["topologies"] = {}
     from simserve.collectives.allreduce import ALLREDUCE
     data["allreduce_algorithms"] = {n: ALLREDUCE.get(n).description for n in ALLREDUCE}
+    data["extension_points"] = extension_points()
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -111,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"simserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="simulate a config (default: the bundled default)")
+    run = sub.add_parser("run", help="simulate a config (default: the bundled default)",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog="registered values:\n" + "\n".join(f"  {k}: {v}" for k, v in extension_points().items()))
     run.add_argument("config", nargs="?", help="YAML config (default: the bundled default)")
     run.add_argument("--out", help="results folder (default: results/CONFIG_NAME)")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value")

@@ -10,10 +10,12 @@ import copy
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simserve.catalog import load_yaml_text
 from simserve.errors import ConfigError
+from simserve.router import ROUTERS
+from simserve.scheduler import POLICIES
 from simserve.workload.config import WorkloadConfig
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp4"]
@@ -106,12 +108,24 @@ class MoeConfig(Strict):
         return self
 
 
+def _registered(registry, name: str | None) -> str | None:
+    if name is not None and name not in registry:
+        raise ValueError(f"unknown {registry.kind} {name!r}; choose one of {', '.join(registry.names())}")
+    return name
+
+
 class SchedulerConfig(Strict):
-    policy: Literal["vllm", "sarathi", "orca", "static"] = "sarathi"
+    # a name registered in simserve.scheduler.POLICIES
+    policy: str = "sarathi"
     max_batch_size: int = Field(256, ge=1)           # vLLM max_num_seqs default
     max_batched_tokens: int = Field(8192, ge=1)      # vLLM V1 max_num_batched_tokens default
     chunk_size: int = Field(512, ge=1)               # sarathi token budget per iteration
     batch_size: int | None = Field(None, ge=1)       # static: requests per batch (default max_batch_size)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, name):
+        return _registered(POLICIES, name)
 
 
 class EngineConfig(Strict):
@@ -123,7 +137,12 @@ class EngineConfig(Strict):
 
 
 class RouterConfig(Strict):
-    policy: Literal["round_robin", "least_outstanding", "least_kv", "power_of_two"] = "round_robin"
+    policy: str = "round_robin"      # a name registered in simserve.router.ROUTERS
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, name):
+        return _registered(ROUTERS, name)
 
 
 class SloConfig(Strict):

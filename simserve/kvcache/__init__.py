@@ -21,6 +21,7 @@ class BlockManager:
         self.watermark_blocks = int(watermark * num_blocks)
         self.used = 0
         self.peak_used = 0
+        self.reserved = 0     # blocks promised to running requests (guaranteed_no_evict admission)
 
     @property
     def free(self) -> int:

@@ -1,8 +1,13 @@
-"""Arrival processes: synthetic (Poisson, gamma, batch) and a trace's own clock re-timed.
+"""Arrival processes: synthetic (Poisson, gamma, batch), closed loop, and a trace's own clock re-timed.
 
 Synthetic arrivals start at t = 0 (the first request needs no warm-up gap) and the following
 gaps are i.i.d. with mean 1/rate: exponential for Poisson, gamma with shape 1/cv^2 for gamma,
 whose coefficient of variation is then exactly `cv` (cv > 1 is burstier than Poisson).
+
+Processes are registered in `ARRIVAL_PROCESSES` (the config's allowed values come from it): a
+`Process` (simserve.workload.processes) says whether it needs a rate, whether it is closed-loop
+(send times decided while the simulation runs, simserve.engine.arrivals.ClosedLoop) and how to
+draw n open-loop times.
 """
 from __future__ import annotations
 
@@ -12,24 +17,17 @@ import numpy as np
 
 from simserve.errors import WorkloadError
 from simserve.workload.config import ArrivalsConfig
+from simserve.workload.processes import ARRIVAL_PROCESSES, Process, gaps_s
 
-
-def _gaps_s(arrivals: ArrivalsConfig, n: int, rng: np.random.Generator) -> np.ndarray:
-    mean_gap_s = 1.0 / arrivals.rate
-    if arrivals.process == "poisson":
-        return rng.exponential(mean_gap_s, n)
-    shape = 1.0 / arrivals.cv ** 2
-    return rng.gamma(shape, mean_gap_s / shape, n)
+__all__ = ["ARRIVAL_PROCESSES", "Process", "arrivals_until", "retime_trace", "synthetic_arrivals"]
 
 
 def synthetic_arrivals(arrivals: ArrivalsConfig, n: int, rng: np.random.Generator) -> np.ndarray:
     """n arrival times in seconds, sorted, the first at 0."""
-    if arrivals.process == "batch":
-        return np.zeros(n)
-    if n == 0:
-        return np.zeros(0)
-    gaps_s = _gaps_s(arrivals, n - 1, rng)
-    return np.concatenate(([0.0], np.cumsum(gaps_s)))
+    process = ARRIVAL_PROCESSES.get(arrivals.process, "workload.arrivals.process")
+    if process.draw is None:
+        raise WorkloadError(f"arrivals.process {arrivals.process} has no synthetic times")
+    return process.draw(arrivals, n, rng)
 
 
 def arrivals_until(arrivals: ArrivalsConfig, duration_s: float, rng: np.random.Generator) -> np.ndarray:
@@ -38,14 +36,14 @@ def arrivals_until(arrivals: ArrivalsConfig, duration_s: float, rng: np.random.G
     Gaps are drawn in blocks sized from the expected count, so the result equals drawing one gap
     at a time (the Generator's stream is consumed in order), only faster.
     """
-    if arrivals.process == "batch":
-        raise WorkloadError("arrivals.process batch puts every request at t = 0: give workload.num_requests, "
-                            "not only duration_s")
+    if not ARRIVAL_PROCESSES.get(arrivals.process).needs_rate:
+        raise WorkloadError(f"arrivals.process {arrivals.process} has no rate to fill a window: give "
+                            "workload.num_requests, not only duration_s")
     times = [np.zeros(1)]
     last_s = 0.0
     block = int(duration_s * arrivals.rate * 1.1) + 16
     while last_s < duration_s:
-        t = last_s + np.cumsum(_gaps_s(arrivals, block, rng))
+        t = last_s + np.cumsum(gaps_s(arrivals, block, rng))
         times.append(t)
         last_s = float(t[-1])
     out = np.concatenate(times)

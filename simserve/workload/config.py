@@ -14,6 +14,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simserve.workload.processes import ARRIVAL_PROCESSES
 from simserve.workload.profiles import PROFILES
 
 DEFAULT_TRACE = "AzureLLMInferenceTrace_conv.csv.gz"
@@ -90,8 +91,14 @@ class ArrivalsConfig(_Strict):
     - `gamma`: gamma gaps with mean 1/rate and coefficient of variation `cv` (cv 1 = Poisson,
       above 1 = burstier).
     - `batch`: every request at t = 0 (the analytical studies' fixed batch).
+    - `closed`: `concurrency` clients, each sending its next request `think_time_s` after its
+      previous one finished (vLLM `benchmark_serving --max-concurrency`, genai-perf
+      `--concurrency`); TTFT is measured from the send, as those clients measure it.
+    Any process registered in simserve.workload.arrivals.ARRIVAL_PROCESSES is accepted.
     """
-    process: Literal["trace", "poisson", "gamma", "batch"] = "trace"
+    process: str = "trace"
+    concurrency: Optional[int] = Field(None, ge=1, description="closed: clients in flight")
+    think_time_s: float = Field(0.0, ge=0, description="closed: pause between a reply and the next send")
     rate: Optional[float] = Field(None, description="requests per second")
     cv: float = Field(1.0, gt=0, description="coefficient of variation of inter-arrival gaps (gamma)")
     rate_scale: float = Field(1.0, gt=0, description="trace: multiply the trace's rate by this")
@@ -99,9 +106,18 @@ class ArrivalsConfig(_Strict):
 
     @model_validator(mode="after")
     def _rate(self):
+        if self.process not in ARRIVAL_PROCESSES:
+            raise ValueError(f"unknown arrival process {self.process!r}; choose one of "
+                             f"{', '.join(ARRIVAL_PROCESSES.names())}")
+        process = ARRIVAL_PROCESSES.get(self.process)
+        if process.closed != (self.concurrency is not None):
+            raise ValueError("arrivals.concurrency is the number of closed-loop clients: give it with process "
+                             f"closed, and only then (process {self.process})")
+        if not process.closed and self.think_time_s:
+            raise ValueError(f"arrivals.think_time_s applies to process closed, not {self.process}")
         if self.rate is not None and not self.rate > 0:
             raise ValueError(f"arrivals.rate must be a positive number of requests per second (got {self.rate})")
-        if self.process in ("poisson", "gamma") and self.rate is None:
+        if process.needs_rate and self.rate is None:
             raise ValueError(f"arrivals.process {self.process} needs a rate (requests per second)")
         if self.process == "trace" and self.rate is not None and self.rate_scale != 1.0:
             raise ValueError("arrivals: give either rate (target mean rate) or rate_scale for a trace, not both")

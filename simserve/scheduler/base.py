@@ -1,0 +1,152 @@
+"""The continuous-batching machinery every scheduler policy shares: queues, admission, KV growth.
+
+A policy (simserve.scheduler.policies) decides what one iteration holds; this base class admits
+waiting requests in FCFS order as the admission policy (simserve.scheduler.admission) allows,
+grows decoding sequences' KV one block at a time, and preempts by recompute when blocks run out.
+KV blocks for a prompt are allocated in full when it is admitted (so a prefill never stalls half
+way). `Scheduler(policy, kv, ...)` builds the registered policy's class.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from simserve.kvcache import BlockManager, blocks_for
+from simserve.registry import Registry
+from simserve.request import Request
+from simserve.scheduler.admission import ADMISSIONS
+from simserve.scheduler.batch import Batch
+
+POLICIES: Registry[type["Scheduler"]] = Registry("scheduler policy")
+
+
+class Scheduler:
+    """Base of every policy. Subclasses set `chunked` and implement `schedule()`."""
+    chunked = False          # prompts may be split over iterations (a budget-limited chunk each)
+
+    def __new__(cls, policy: str = "", *args, **kwargs):
+        if cls is Scheduler:
+            cls = POLICIES.get(policy, "scheduler.policy")
+        return super().__new__(cls)
+
+    def __init__(self, policy: str, kv: BlockManager, *, max_batch_size: int, max_batched_tokens: int,
+                 chunk_size: int, batch_size: int, arrivals_pending: Callable[[], bool] = lambda: False,
+                 admission: str = "vllm"):
+        self.policy = policy
+        self.kv = kv
+        self.max_batch_size = max_batch_size
+        self.token_budget = self.budget(max_batched_tokens, chunk_size)
+        self.batch_size = batch_size
+        self.arrivals_pending = arrivals_pending
+        self.admission = ADMISSIONS.get(admission, "scheduler.admission")(kv)
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.preemptions = 0
+
+    def budget(self, max_batched_tokens: int, chunk_size: int) -> int:
+        """Tokens one iteration may hold."""
+        return max_batched_tokens
+
+    def schedule(self) -> Batch:
+        raise NotImplementedError
+
+    # -- queue ---------------------------------------------------------------------------------
+    def add(self, req: Request) -> None:
+        self.waiting.append(req)
+
+    def never_fits(self, req: Request) -> str:
+        """A reason if the request can never be served here (its full context exceeds the cache)."""
+        need = blocks_for(req.isl + req.osl - 1, self.kv.block_size)
+        if need > self.kv.num_blocks - self.kv.watermark_blocks:
+            return (f"needs {req.isl + req.osl - 1} KV tokens ({need} blocks), more than the "
+                    f"replica's cache of {self.kv.capacity_tokens} tokens")
+        return ""
+
+    def admits_new_arrivals(self) -> bool:
+        """Could a request arriving now join the next iteration? Not while others wait ahead of it
+        (FCFS) or the batch is at its size cap."""
+        return not self.waiting and len(self.running) < self.max_batch_size
+
+    # -- building blocks of an iteration -------------------------------------------------------
+    def _continue_prefills(self, batch: Batch, budget: int) -> int:
+        """Admitted requests whose prompt is partly prefilled get their next chunk (chunked
+        policies only: the others prefill a prompt whole in the iteration that admits it)."""
+        if not self.chunked:
+            return budget
+        for req in self.running:
+            if budget <= 0:
+                break
+            if req.in_decode:
+                continue
+            chunk = min(req.remaining_prefill, budget)
+            batch.prefills.append((req, chunk))
+            budget -= chunk
+        return budget
+
+    def _take(self, req: Request, need: int) -> None:
+        self.waiting.popleft()
+        self.kv.allocate(need)
+        req.blocks = need
+        self.admission.admitted(req)
+        self.running.append(req)
+
+    def _admit(self, batch: Batch, budget: int) -> None:
+        """Admit waiting requests first-come first-served while batch size, tokens and KV allow.
+        A prompt longer than the whole budget still runs alone (unchunked policies), or in chunks."""
+        while self.waiting and len(self.running) < self.max_batch_size and budget > 0:
+            req = self.waiting[0]
+            need = blocks_for(req.prefill_target, self.kv.block_size)
+            if not self.admission.can_admit(req, need, self.running):
+                break
+            tokens = req.remaining_prefill
+            if self.chunked:
+                tokens = min(tokens, budget)
+            elif tokens > budget and batch:
+                break
+            self._take(req, need)
+            batch.prefills.append((req, tokens))
+            budget -= tokens
+
+    def _add_decodes(self, batch: Batch) -> None:
+        """Every running sequence in its decode phase decodes one token; grow KV, preempting the
+        most recently admitted requests when blocks run out."""
+        bs = self.kv.block_size
+        i = 0
+        while i < len(self.running):
+            req = self.running[i]
+            if not req.in_decode:
+                i += 1
+                continue
+            need = blocks_for(req.prefilled + 1, bs) - req.blocks
+            while need > 0 and not self.kv.can_grow(need):
+                victim = self.running[-1]
+                self._preempt(victim, batch)
+                if victim is req:
+                    break
+            if req not in self.running:
+                break
+            if need > 0:
+                self.kv.allocate(need)
+                req.blocks += need
+            batch.decodes.append(req)
+            i += 1
+
+    def _preempt(self, victim: Request, batch: Batch) -> None:
+        if not self.admission.preempts:
+            raise RuntimeError(f"{type(self.admission).__name__} admission ran out of KV blocks "
+                               f"({self.kv.used} used, {self.kv.reserved} reserved of {self.kv.num_blocks})")
+        self.running.remove(victim)
+        if victim in batch.decodes:
+            batch.decodes.remove(victim)
+        self.kv.release(victim.blocks)
+        self.admission.released(victim)
+        victim.preempt()
+        self.preemptions += 1
+        self.waiting.appendleft(victim)
+
+    # -- after an iteration --------------------------------------------------------------------
+    def release(self, req: Request) -> None:
+        self.running.remove(req)
+        self.kv.release(req.blocks)
+        self.admission.released(req)
+        req.blocks = 0

@@ -1,0 +1,39 @@
+"""What one iteration runs: prefill chunks and decoding sequences, and its batch statistics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from simserve.cost.operators import BatchStats
+from simserve.request import Request
+
+
+@dataclass
+class Batch:
+    prefills: list[tuple[Request, int]] = field(default_factory=list)   # (request, chunk tokens)
+    decodes: list[Request] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.prefills or self.decodes)
+
+    @property
+    def decode_only(self) -> bool:
+        return not self.prefills and bool(self.decodes)
+
+    def stats(self) -> BatchStats:
+        pairs = 0.0
+        pf_kv = 0.0
+        pf_tokens = 0
+        logits = 0
+        for req, chunk in self.prefills:
+            cached = req.prefilled
+            pairs += chunk * (cached + (chunk + 1) / 2)
+            pf_kv += cached + chunk
+            pf_tokens += chunk
+            if cached + chunk >= req.prefill_target:
+                logits += 1
+        dec_kv = 0
+        for req in self.decodes:
+            dec_kv += req.prefilled + 1
+        return BatchStats(prefill_tokens=pf_tokens, decode_tokens=len(self.decodes),
+                          prefill_attn_pairs=pairs, prefill_kv_tokens=pf_kv,
+                          decode_kv_tokens=float(dec_kv), logits_tokens=logits + len(self.decodes))
