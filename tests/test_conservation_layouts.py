@@ -7,7 +7,7 @@ import math
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from simserve.router import POLICIES as ROUTERS
+from simserve.router import ROUTERS
 from simserve.scheduler import POLICIES
 from simserve.simulation import simulate
 
@@ -23,7 +23,7 @@ def layout_config(policy, router, tp, pp, dp, n, isl, osl, rate, batch, fidelity
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(policy=st.sampled_from(POLICIES), router=st.sampled_from(ROUTERS),
+@given(policy=st.sampled_from(POLICIES.names()), router=st.sampled_from(ROUTERS.names()),
        layout=st.sampled_from([(1, 1, 2), (1, 2, 1), (1, 2, 2), (2, 2, 2), (1, 4, 1), (1, 1, 3), (2, 1, 2),
                                (1, 3, 2), (1, 2, 3)]),
        n=st.integers(1, 14), isl=st.integers(1, 600), osl=st.integers(1, 12), rate=st.floats(0.5, 40),
