@@ -12,8 +12,13 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from common import (Findings, fits, fmt_pct, fmt_x, kv_capacity_tokens, parse_args, ratio, simulate,
-                    static_config, static_metrics)
+from common import fits, kv_capacity_tokens, parse_args, simulate, static_config, static_metrics
+from findings import publish
+from study1_claims import claims, fp4_batch_7a
+
+TITLE = "Study 1: parallelisation strategies for dense LLMs"
+SOURCE = ("seed 003 (Topcu et al., arXiv:2603.05692): Llama-3.1-70B FP8 on 8x MI325X, "
+          "Llama-3.1-405B FP4 on 8x MI355X")
 
 FP8 = {"weights": "fp8", "kv": "fp8", "activations": "bf16"}
 FP4 = {"weights": "fp4", "kv": "fp8", "activations": "bf16"}   # KV in FP8: the paper's "32 MLPerf prompts per GPU" needs 8-bit KV
@@ -40,24 +45,26 @@ def run_grid(settings, layouts, batches_for) -> pd.DataFrame:
                 base = {"model": model, "dataset": dataset, "layout": name, "tp": tp, "pp": pp, "dp": dp,
                         "batch": batch, "isl": isl, "osl": osl}
                 if not fits(kv, batch // dp, isl, osl):
-                    rows.append({**base, "fits": False})
+                    rows.append({**base, "fits": False, "kv_capacity_tokens": kv if kv is not None else 0})
                     continue
                 r = simulate(static_config(model, hw, prec, isl, osl, batch, tp=tp, pp=pp, dp=dp, whole_hbm=True))
                 m = static_metrics(r)
                 gpus = tp * pp * dp
-                rows.append({**base, "fits": True, **m,
-                             "tps_node_formula": m["tps_formula"] * NODE_GPUS / gpus})
+                rows.append({**base, **m, "tps_node_formula": m["tps_formula"] * NODE_GPUS / gpus})
     return pd.DataFrame(rows)
 
 
 def link_sweeps(smoke: bool) -> pd.DataFrame:
-    """Fig. 7a (TP size at batch 32), 7b (PP8 P2P share vs link speed, batch 512), 7c (TP8 TTFT and
-    all-reduce vs aggregate link speed), all Llama-3.1-405B FP4, MLPerf, 8x MI355X."""
+    """Fig. 7a (TP size; the paper's batch 32 does not fit TP1's KV cache in simserve, so the largest
+    power-of-two batch that does, 16), 7b (PP8 P2P share vs link speed, batch 512), 7c (TP8 TTFT and
+    all-reduce vs aggregate link speed, batch 32), all Llama-3.1-405B FP4, MLPerf, 8x MI355X."""
     isl, osl = (1024, 4) if smoke else (9428, 684)
     model, hw = "llama-3.1-405b", "mi355x"
+    kv_tp1 = kv_capacity_tokens(static_config(model, hw, FP4, isl, osl, 1, whole_hbm=True))
+    batch_7a = fp4_batch_7a(kv_tp1, 4 if smoke else 32, isl, osl)
     rows = []
     for tp in ((1, 8) if smoke else (1, 2, 4, 8)):
-        m = static_metrics(simulate(static_config(model, hw, FP4, isl, osl, 4 if smoke else 32, tp=tp, whole_hbm=True)))
+        m = static_metrics(simulate(static_config(model, hw, FP4, isl, osl, batch_7a, tp=tp, whole_hbm=True)))
         rows.append({"figure": "7a", "tp": tp, "pp": 1, "link_GBps": None, **m})
     # 7b: "link speed" is one xGMI link, bidirectional, as the paper's Table 3 (153.6 GB/s); simserve's
     # scale_up_GBps is per GPU per direction over its 7 links: 7 x speed / 2
@@ -125,7 +132,7 @@ def plot_fig7(links: pd.DataFrame, out):
     t1 = a[a.tp == 1].prefill_s.iloc[0]
     axes[0].bar([str(t) for t in a.tp], a.prefill_s / t1, color="C0", label="TTFT / TP1")
     axes[0].plot([str(t) for t in a.tp], a.allreduce_share_prefill, "o-", color="C3", label="all-reduce / TTFT")
-    axes[0].set(xlabel="TP size", title="7a: 405B FP4, MLPerf, batch 32")
+    axes[0].set(xlabel="TP size", title=f"7a: 405B FP4, MLPerf, batch {int(a.batch_done.iloc[0])}")
     axes[0].legend(fontsize=8)
     b = links[links.figure == "7b"]
     axes[1].plot(b.link_GBps, 100 * b.p2p_share_prefill, "o-")
@@ -142,129 +149,6 @@ def plot_fig7(links: pd.DataFrame, out):
     fig.tight_layout()
     fig.savefig(out / "fig7_links.png", dpi=110)
     plt.close(fig)
-
-
-def findings(df: pd.DataFrame, links: pd.DataFrame, f: Findings):
-    ok = df[df.fits]
-    la = ok[(ok.model == "llama-3.1-70b") & (ok.dataset == "LongAlpaca")]
-    ml = ok[(ok.model == "llama-3.1-405b") & (ok.dataset == "MLPerf")]
-    b = int(la.batch.max()) if len(la) else 0
-    ref_b = 256 if (la.batch == 256).any() else b
-
-    def speedups(sub, a, others, batch):
-        x = get(sub, layout=a, batch=batch)
-        out = {}
-        for o in others:
-            y = get(sub, layout=o, batch=batch)
-            out[o] = None if x is None or y is None else (ratio(y.prefill_s, x.prefill_s), ratio(y.decode_s, x.decode_s))
-        return out
-
-    def pair(v):
-        return "does not fit" if v is None else f"({v[0]:.2f}x, {v[1]:.2f}x)"
-
-    # TP lowers latency at every batch
-    for label, sub in (("70B LongAlpaca", la), ("405B MLPerf", ml)):
-        if not len(sub):
-            continue
-        wins = 0
-        total = 0
-        for batch, g in sub[sub.dp == 1].groupby("batch"):
-            best = g.loc[g.prefill_s.idxmin()].layout
-            bestd = g.loc[g.decode_s.idxmin()].layout
-            total += 1
-            wins += best == "TP8" and bestd == "TP8"
-        f.claim(f"{label}: TP8 has the lowest TTFT and TPOT at every batch size (Fig. 5/6)",
-                "TP8 best everywhere", f"TP8 best for both at {wins}/{total} batch sizes", wins == total)
-    s70 = speedups(la, "TP8", ("TP4", "TP2"), ref_b)
-    f.claim(f"70B LongAlpaca batch {ref_b}: TP8 (prefill, decode) speed-up over TP4 / TP2",
-            "(1.87x, 1.67x) / (3.61x, 3.01x)", f"{pair(s70['TP4'])} / {pair(s70['TP2'])}",
-            all(v is not None and v[0] > v[1] > 1 for v in s70.values()))
-    s405 = speedups(ml, "TP8", ("TP4", "TP4_PP2", "TP2"), 256)
-    tp2_fit = s405["TP2"]
-    if tp2_fit is None:
-        top = int(ml[ml.layout == "TP2"].batch.max()) if (ml.layout == "TP2").any() else None
-        alt = speedups(ml, "TP8", ("TP2",), top)["TP2"] if top else None
-        tp2_text = f"TP2 does not fit 256; at batch {top}: {pair(alt)}"
-    else:
-        tp2_text = pair(tp2_fit)
-    f.claim("405B MLPerf batch 256: TP8 (prefill, decode) speed-up over TP4 / TP4_PP2 / TP2",
-            "(1.89x, 1.61x) / (1.90x, 1.62x) / (3.67x, 2.81x)",
-            f"{pair(s405['TP4'])} / {pair(s405['TP4_PP2'])} / {tp2_text}",
-            all(v is not None and v[0] > 1 and v[1] > 1 for v in (s405["TP4"], s405["TP4_PP2"])))
-    if s405["TP4"] and s405["TP4_PP2"]:
-        f.claim("405B batch 256: TP4 slightly faster than TP4_PP2 (P2P delay)", "TP4 < TP4_PP2",
-                f"TP4_PP2/TP4 prefill {s405['TP4_PP2'][0] / s405['TP4'][0]:.3f}x",
-                s405["TP4_PP2"][0] >= s405["TP4"][0])
-    short = ok[(ok.model == "llama-3.1-70b") & (ok.dataset != "LongAlpaca")]
-    x, y = get(la, layout="TP8", batch=256), get(short, layout="TP8", batch=256)
-    if x is not None and y is not None:
-        f.claim("70B TP8 batch 256: short prompts prefill faster than LongAlpaca", "1.63x",
-                fmt_x(ratio(x.prefill_s, y.prefill_s)), x.prefill_s > y.prefill_s)
-    pp_only = la[la.layout.isin(["PP2", "PP4", "PP8"]) & (la.batch == 1)]
-    nopar1 = get(la, layout="NoPar", batch=1)
-    if len(pp_only) and nopar1 is not None:
-        worst = pp_only.prefill_s.max() / nopar1.prefill_s
-        f.claim("PP alone gives no latency benefit (70B LongAlpaca, batch 1)", "PP ~ NoPar TTFT/TPOT",
-                f"PP TTFT / NoPar up to {worst:.3f}x; TPOT {pp_only.decode_s.max() / nopar1.decode_s:.3f}x",
-                worst >= 0.99)
-
-    # Fig. 7
-    a = links[links.figure == "7a"].set_index("tp")
-    if {1, 2, 4, 8} <= set(a.index):
-        red8, red4 = 1 - a.prefill_s[8] / a.prefill_s[1], 1 - a.prefill_s[4] / a.prefill_s[1]
-        f.claim("7a: TP8 / TP4 reduce TTFT vs TP1 (405B, MLPerf, batch 32)", "68% / 38%",
-                f"{fmt_pct(red8)} / {fmt_pct(red4)}", red8 > red4 > 0)
-        f.claim("7a: TP2 prefills slower than TP1 (all-reduce on one link)", "TP2 > TP1",
-                f"TP2/TP1 = {a.prefill_s[2] / a.prefill_s[1]:.3f}x", a.prefill_s[2] > a.prefill_s[1])
-        shares = [a.allreduce_share_prefill[t] for t in (2, 4, 8)]
-        f.claim("7a: all-reduce-to-TTFT ratio almost unchanged across TP2/4/8", "almost unchanged",
-                " / ".join(fmt_pct(s) for s in shares), max(shares) - min(shares) < 0.15)
-    bb = links[links.figure == "7b"].set_index("link_GBps")
-    if len(bb):
-        f.claim("7b: PP8 batch 512 P2P share of TTFT, even at 32 GB/s links", "< 0.5%",
-                f"{fmt_pct(bb.p2p_share_prefill.iloc[0])} at {bb.index[0]} GB/s, "
-                f"{fmt_pct(bb.p2p_share_prefill.iloc[-1])} at {bb.index[-1]} GB/s",
-                bb.p2p_share_prefill.max() < 0.005)
-    c = links[links.figure == "7c"].set_index("link_GBps")
-    if 256 in c.index and 512 in c.index:
-        ttft_cut = 1 - c.prefill_s[512] / c.prefill_s[256]
-        share_cut = c.allreduce_share_prefill[256] - c.allreduce_share_prefill[512]
-        f.claim("7c: doubling aggregate link speed (256 -> 512 GB/s) cuts TP8 TTFT", "34%", fmt_pct(ttft_cut),
-                ttft_cut > 0)
-        f.claim("7c: ... and the all-reduce-to-TTFT ratio", "by 7.7%",
-                f"{fmt_pct(c.allreduce_share_prefill[256])} -> {fmt_pct(c.allreduce_share_prefill[512])} "
-                f"({100 * share_cut:.1f} points)", share_cut > 0)
-
-    # Fig. 8
-    for label, sub, ds in (("70B LongAlpaca", la, "LongAlpaca"), ("405B MLPerf", ml, "MLPerf")):
-        if not len(sub):
-            continue
-        best_pp = sub[sub.layout.str.startswith("PP")].tps_node_formula.max()
-        best_tp = sub[sub.layout.str.startswith("TP")].tps_node_formula.max()
-        f.claim(f"{label}: PP delivers more throughput than TP (node-filled, best batch; Fig. 8)", "PP > TP",
-                f"PP {best_pp:.0f} vs TP/hybrid {best_tp:.0f} tok/s per node", best_pp > best_tp)
-    dp = ml[(ml.layout == "DP8")]
-    pp8 = get(ml, layout="PP8", batch=512)
-    if len(dp) and pp8 is not None:
-        d = dp.loc[dp.batch.idxmax()]
-        f.claim("405B MLPerf: max batch NoPar per GPU (data-parallel)", "32 per GPU",
-                f"{int(d.batch) // 8} per GPU", int(d.batch) // 8 == 32)
-        f.claim("405B MLPerf: PP8 batch 512 TPS over DP8 at its largest batch", "1.35x",
-                fmt_x(ratio(pp8.tps_formula, d.tps_formula)), pp8.tps_formula > d.tps_formula)
-        f.claim("... PP8 prefill and decode latency over DP8's", "16.03x and 4.24x",
-                f"{ratio(pp8.prefill_s, d.prefill_s):.2f}x and {ratio(pp8.decode_s, d.decode_s):.2f}x", True)
-    for label, model, datasets, bmax, paper in (
-            ("70B", "llama-3.1-70b", ("LongAlpaca", "BBH+GSM8K+HumanEval"), 1024, ("4.2x", "37x")),
-            ("405B", "llama-3.1-405b", ("MLPerf", "BBH+GSM8K+HumanEval"), 512, ("13.8x", "44x"))):
-        got = []
-        for ds in datasets:
-            sub = ok[(ok.model == model) & (ok.dataset == ds)]
-            top = get(sub, layout="PP8", batch=bmax)
-            ref = get(sub, layout="NoPar", batch=1)
-            got.append(None if top is None or ref is None else ratio(top.tps_formula, ref.tps_formula))
-        if all(g is not None for g in got):
-            f.claim(f"{label} PP8 batch {bmax} TPS over NoPar batch 1 (long / short dataset)",
-                    f"{paper[0]} / {paper[1]}", f"{got[0]:.1f}x / {got[1]:.1f}x", got[1] > got[0] > 1)
 
 
 def main():
@@ -290,52 +174,7 @@ def main():
     plot_tps(df, args.out)
     plot_fig7(links, args.out)
 
-    f = Findings("Study 1: parallelisation strategies for dense LLMs",
-                 "seed 003 (Topcu et al., arXiv:2603.05692): Llama-3.1-70B FP8 on 8x MI325X, Llama-3.1-405B FP4 on 8x MI355X")
-    f.setup = [
-        "One static batch per point (all requests at t=0, run to completion), average ISL/OSL of each "
-        "dataset (paper Table 2), fast fidelity, auto all-reduce algorithm; prefill chunks of 32k tokens.",
-        "TTFT = the batch's prefill latency (admission to last first token); TPOT = one decode step "
-        "(last first token to last finish over OSL-1); TPS = the paper's formula B x OSL / (TTFT + OSL x TPOT).",
-        "Node-filled TPS multiplies a layout's TPS by 8 / its GPUs (data-parallel copies, as the paper's N_DP).",
-        "405B FP4 weights with FP8 KV cache (the paper's '32 MLPerf prompts per GPU' implies 8-bit KV).",
-        "Points that do not fit the KV cache are listed in points.csv with fits=False.",
-    ]
-    findings(df, links, f)
-    f.note("P2P share of TTFT (7b): seed 003 reports under 0.5% for PP8 even at 32 GB/s. simserve sends "
-           "hidden states + residual (vLLM's IntermediateTensors, bf16) for every prefill token over the one "
-           "xGMI link between consecutive stages, so the share is a few percent at full speed and grows as "
-           "links slow. The paper likely counts a smaller payload or overlaps transfers with compute; "
-           "simserve does not overlap a stage's send with its next micro-batch's compute.")
-    f.note("PP and batch latency (Fig. 5/6 'TP8 best everywhere', 'TP4 faster than TP4_PP2', PP8 vs DP8 "
-           "latency ratios): simserve runs PP as vLLM does, with the batch split over pp micro-batches (virtual "
-           "engines) that flow through the stages concurrently, so a PP8 batch prefills ~8x faster than the same "
-           "batch on one GPU. Seed 003 treats a PP batch as passing the stages one after another (no latency "
-           "benefit at any batch). Hence at batches >= 32 simserve's PP8 has the lowest batch TTFT, TP4_PP2 beats "
-           "TP4, and PP8's latency penalty over DP8 is smaller (4.3x/1.5x vs 16x/4.2x). This is a modelling "
-           "difference in how PP schedules a batch, not a tuning matter; TP8 still wins TPOT up to batch 128-256 "
-           "and everything at batch 1-16.")
-    f.note("TP2 vs TP1 (7a) at batch 32 x 9428 tokens: prefill is compute-bound and simserve's two-shot "
-           "all-reduce over the single xGMI link between two GPUs costs less than half the compute saved, so TP2 "
-           "is faster than TP1 here; simserve does reproduce TP2 > TP1 at smaller prefills (ISL 2048, batch 8; "
-           "tests/test_parallelism.py). The paper's ring all-reduce and its MI355X kernel model make all-reduce "
-           "relatively more expensive.")
-    f.note("Short vs long prompts (TP8, batch 256): the paper's 1.63x is far below the ~86x ratio of prompt "
-           "tokens (9092 vs 106); simserve's prefill scales with tokens (92x). The paper's figure is likely a "
-           "different quantity (e.g. per-request TTFT inside a larger run); we report it as a disagreement.")
-    f.note("Memory: seed 003's accounting (HBM minus weights = KV) is used (engine.gpu_memory_utilization=1, "
-           "no reserve); simserve still keeps an activation workspace for 16k-token prefill chunks, so NoPar "
-           "405B holds 27 MLPerf sequences per GPU (power-of-two batch 16) where the paper says 32.")
-    f.note("Absolute speed-ups differ from the paper's: simserve's MI325X/MI355X efficiencies are borrowed from "
-           "MI300X (not measured on these GPUs), and all-reduce uses the tuner's best algorithm on the mesh "
-           "(direct one-/two-shot), not only ring. No constant was tuned to these figures.")
-    f.note("TP2 at batch 256 on 405B MLPerf: with FP8 KV (258 KB/token) 256 x 10112 tokens need ~668 GB, "
-           "more than the 374 GB two MI355X leave after FP4 weights; the paper's figure includes TP2 at 256, "
-           "so it must assume a smaller KV cache there (inconsistent with its 32-per-GPU DP figure). "
-           "simserve compares at TP2's largest batch instead.")
-    f.note("NoPar-at-batch-1 normalisation: the paper does not say whether its TPS baseline is one GPU or a "
-           "node of data-parallel copies; simserve uses one GPU at batch 1 (the figures' stated baseline).")
-    f.write(args.out, args.smoke, args.started)
+    publish(args.out, TITLE, SOURCE, claims, args.smoke, args.started, "study1_parallelism_dense.py")
 
 
 if __name__ == "__main__":

@@ -9,11 +9,17 @@ and a long (4096 in, 256 out) request, alone and in a batch of 8.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from common import Findings, parse_args, simulate, static_config
+from common import parse_args, run_health, simulate, static_config
+from findings import Band, Claim, above, run_check, publish, valid_runs
+
+TITLE = "Study 2: communication patterns of TP, PP and hybrids"
+SOURCE = ("seed 000 (Characterizing Communication Patterns in Distributed LLM Inference, 2025; abstract only)")
 
 FP8 = {"weights": "fp8", "kv": "fp8", "activations": "bf16"}
 LAYOUTS = [  # name, tp, pp, nodes
@@ -34,7 +40,8 @@ def main():
             for batch in batches:
                 cfg = static_config("llama-3.1-70b", "h100-sxm", FP8, isl, osl, batch, tp=tp, pp=pp,
                                     nodes=nodes, topology="dgx-h100")
-                s = simulate(cfg).summary
+                r = simulate(cfg)
+                s = r.summary
                 per_req = s["bytes_moved_per_request"]
                 rows.append({"seq": seq, "isl": isl, "osl": osl, "layout": name, "tp": tp, "pp": pp,
                              "nodes": nodes, "batch": batch, "gpus": tp * pp,
@@ -43,7 +50,7 @@ def main():
                              "scale_up_bytes_per_request": sum(v for k, v in per_req.items() if k != "network"),
                              "ttft_s": s["ttft"]["mean"], "tpot_s": s["tpot"]["mean"], "e2e_s": s["e2e"]["mean"],
                              "allreduce_share": s["time_breakdown"]["allreduce"],
-                             "p2p_share": s["time_breakdown"]["p2p"], "bubble_share": s["time_breakdown"]["bubble"]})
+                             "p2p_share": s["time_breakdown"]["p2p"], "bubble_share": s["time_breakdown"]["bubble"], **run_health(r)})
     df = pd.DataFrame(rows)
     df.to_csv(args.out / "comm_patterns.csv", index=False)
 
@@ -66,40 +73,64 @@ def main():
     fig.savefig(args.out / "comm_patterns.png", dpi=110)
     plt.close(fig)
 
-    f = Findings("Study 2: communication patterns of TP, PP and hybrids",
-                 "seed 000 (Characterizing Communication Patterns in Distributed LLM Inference, 2025; abstract only)")
-    f.setup = ["Llama-3.1-70B FP8, 8x H100 DGX node (NVSwitch) and two such nodes over IB NDR (400 Gb/s per GPU).",
-               f"Sequences: {', '.join(f'{k} ISL {v[0]} / OSL {v[1]}' for k, v in seqs.items())}; "
-               f"static batches of {', '.join(map(str, batches))}; fast fidelity, auto all-reduce.",
-               "The seed is an abstract: its claims are qualitative, so the table compares trends."]
-    for seq in seqs:
-        d = one[one.seq == seq].set_index("layout")
-        tp_b, pp_b = d.bytes_per_request["TP8"], d.bytes_per_request["PP8"]
-        f.claim(f"{seq}: TP moves far more data than PP (8 GPUs)", "TP >> PP",
-                f"TP8 {tp_b / 1e9:.2f} GB vs PP8 {pp_b / 1e9:.3f} GB per request ({tp_b / pp_b:.0f}x)", tp_b > 5 * pp_b)
-        f.claim(f"{seq}: PP has the highest per-request latency (8 GPUs)", "PP slowest",
-                f"E2E TP8 {d.e2e_s['TP8']:.2f} s, PP8 {d.e2e_s['PP8']:.2f} s", d.e2e_s["PP8"] > d.e2e_s["TP8"])
-        if "TP4xPP2" in d.index:
-            mid = d.loc["TP4xPP2"]
-            f.claim(f"{seq}: a hybrid sits between TP and PP in both bytes and latency", "balanced",
-                    f"TP4xPP2 {mid.bytes_per_request / 1e9:.2f} GB, E2E {mid.e2e_s:.2f} s",
-                    pp_b < mid.bytes_per_request < tp_b and d.e2e_s["TP8"] <= mid.e2e_s <= d.e2e_s["PP8"])
-    if "TP16" in one.layout.values:
-        for seq in seqs:
-            d = one[one.seq == seq].set_index("layout")
-            f.claim(f"{seq}: TP across two nodes puts all-reduce on the network; TP8xPP2 keeps TP inside a node",
-                    "PP across nodes is cheaper", f"network GB/request TP16 {d.network_bytes_per_request['TP16'] / 1e9:.2f}"
-                    f" vs TP8xPP2 {d.network_bytes_per_request['TP8xPP2'] / 1e9:.4f}; TPOT "
-                    f"{1e3 * d.tpot_s['TP16']:.1f} vs {1e3 * d.tpot_s['TP8xPP2']:.1f} ms",
-                    d.network_bytes_per_request["TP16"] > d.network_bytes_per_request["TP8xPP2"])
+    publish(args.out, TITLE, SOURCE, claims, args.smoke, args.started, "study2_comm_patterns.py")
+
+
+BETWEEN = Band(0.0, 1.0, "in [0, 1]")
+
+
+def between(x, lo, hi) -> float:
+    """Where x sits from lo (0) to hi (1)."""
+    return (x - lo) / (hi - lo) if hi != lo else float("nan")
+
+
+def seq_claims(seq: str, d: pd.DataFrame) -> list[Claim]:
+    tp_b, pp_b = d.bytes_per_request["TP8"], d.bytes_per_request["PP8"]
+    e_tp, e_pp = d.e2e_s["TP8"], d.e2e_s["PP8"]
+    out = [Claim(f"{seq}: bytes per request, TP8 / PP8", "TP >> PP", float("nan"), tp_b / pp_b, "x", above(1.0),
+                 "TP8 all-reduces 2 x hidden x 2 B per token per layer; PP8 sends the hidden state 7 times."),
+           Claim(f"{seq}: E2E latency of one request, PP8 / TP8 ('PP highest latency')", "PP slowest", float("nan"),
+                 e_pp / e_tp, "x", above(1.0), "PP8 runs one request's layers on one GPU at a time.")]
+    if "TP4xPP2" in d.index:
+        mid = d.loc["TP4xPP2"]
+        out.append(Claim(f"{seq}: TP4xPP2 bytes between PP8 (0) and TP8 (1), log scale", "balanced", float("nan"),
+                         between(np.log(mid.bytes_per_request), np.log(pp_b), np.log(tp_b)), "", BETWEEN,
+                         f"TP4xPP2 moves {mid.bytes_per_request / 1e9:.2f} GB vs {pp_b / 1e9:.3f} / {tp_b / 1e9:.2f} GB."))
+        out.append(Claim(f"{seq}: TP4xPP2 E2E between TP8 (0) and PP8 (1)", "balanced", float("nan"),
+                         between(mid.e2e_s, e_tp, e_pp), "", BETWEEN,
+                         f"TP4xPP2 E2E {mid.e2e_s:.2f} s vs TP8 {e_tp:.2f} s, PP8 {e_pp:.2f} s."))
+    if "TP16" in d.index and "TP8xPP2" in d.index:
+        net = d.network_bytes_per_request
+        out.append(Claim(f"{seq}: network bytes per request, TP16 / TP8xPP2 ('PP across nodes is cheaper')",
+                         "TP16 > TP8xPP2", float("nan"), net["TP16"] / net["TP8xPP2"], "x", above(1.0),
+                         f"TP16 {net['TP16'] / 1e9:.2f} GB vs TP8xPP2 {net['TP8xPP2'] / 1e9:.4f} GB."))
+    return out
+
+
+def claims(out: Path) -> tuple[list[Claim], list[str], list[str]]:
+    df = pd.read_csv(out / "comm_patterns.csv")
+    ok = valid_runs(df)
+    one = ok[ok.batch == 1]
+    found = []
+    for seq in one.seq.unique():
+        found += seq_claims(seq, one[one.seq == seq].set_index("layout"))
     s, l = one[one.seq == "short"].set_index("layout"), one[one.seq == "long"].set_index("layout")
-    f.claim("TP's response-time advantage over PP is largest for short sequences", "TP best for brief sequences",
-            f"PP8/TP8 E2E: short {s.e2e_s['PP8'] / s.e2e_s['TP8']:.2f}x, long {l.e2e_s['PP8'] / l.e2e_s['TP8']:.2f}x",
-            s.e2e_s["PP8"] / s.e2e_s["TP8"] >= l.e2e_s["PP8"] / l.e2e_s["TP8"])
-    f.note("The seed gives no numbers in the stored abstract; simserve's magnitudes (bytes per request) follow "
-           "from the model shape: TP all-reduces 2 x hidden x 2 bytes per token per layer, PP sends hidden "
-           "states + residual once per stage boundary.")
-    f.write(args.out, args.smoke, args.started)
+    adv_s, adv_l = s.e2e_s["PP8"] / s.e2e_s["TP8"], l.e2e_s["PP8"] / l.e2e_s["TP8"]
+    found.append(Claim("TP's E2E advantage over PP, short / long sequences ('TP best for brief sequences')",
+                       "> 1", float("nan"), adv_s / adv_l, "x", above(1.0),
+                       f"PP8/TP8 E2E is {adv_s:.2f}x short and {adv_l:.2f}x long: both are decode-dominated "
+                       f"(OSL {int(s.osl.iloc[0])} / {int(l.osl.iloc[0])}), and a decode step's PP8/TP8 ratio does "
+                       f"not depend on the prompt; the seed's abstract gives no number to check the size against."))
+    seqs = ", ".join(f"{q} ISL {int(g.isl.iloc[0])} / OSL {int(g.osl.iloc[0])}" for q, g in df.groupby("seq", sort=False))
+    setup = ["Llama-3.1-70B FP8, 8x H100 DGX node (NVSwitch) and two such nodes over IB NDR (400 Gb/s per GPU).",
+             f"Sequences: {seqs}; static batches of {', '.join(str(b) for b in sorted(df.batch.unique()))}; fast "
+             "fidelity, `collectives.allreduce: auto`.",
+             "The seed is an abstract: its claims are directions, so each band is the direction (a ratio > 1, a "
+             "position between two layouts in [0, 1]).",
+             run_check({"comm_patterns.csv": df})]
+    notes = ["Bytes per request follow from the model shape: TP all-reduces 2 x hidden x 2 bytes per token per "
+             "layer, PP sends hidden states + residual once per stage boundary."]
+    return found, setup, notes
 
 
 if __name__ == "__main__":

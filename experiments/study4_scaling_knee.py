@@ -8,7 +8,7 @@ and throughput per GPU:
 Latency: one request alone (ISL 1024, OSL 256): its E2E and TPOT. Throughput: 256 such requests
 arriving at once, continuous batching (sarathi), output tokens/s per GPU. The knee is the first
 GPU count after which doubling the GPUs improves latency by less than 10% or lowers throughput per
-GPU by more than 25%. Runs through `simserve.sweep.run_sweep` (two worker processes).
+GPU by more than 25%. Two worker processes; every run records its fit and preemptions.
 
     python experiments/study4_scaling_knee.py [--smoke] [--out DIR]
 """
@@ -17,8 +17,15 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from common import Findings, parse_args
-from simserve.sweep import run_sweep
+from multiprocessing import Pool
+from pathlib import Path
+
+from common import parse_args, run_health, simulate
+from findings import Claim, above, below, near, run_check, valid_runs, publish
+
+TITLE = "Study 4: where scaling stops"
+SOURCE = ("seed 002 (talk abstract: partitioning vs replication, "
+          "diminishing returns)")
 
 BASE = {"model": "llama-3.1-70b", "precision": {"weights": "fp8", "kv": "fp8", "activations": "bf16"},
         "cluster": {"hardware": "h100-sxm", "topology": "dgx-h100"},
@@ -45,61 +52,58 @@ def knee(gpus, latency, tput_per_gpu, replicate=False):
     return gpus[-1], None, None
 
 
+def run_point(job):
+    family, (tp, pp, dp, nodes), mode, base = job
+    cfg = {**base, "parallelism": {"tp": tp, "pp": pp, "dp": dp},
+           "cluster": {**base["cluster"], "nodes": nodes}}
+    if mode == "throughput":        # the same load per replica (weak scaling for DP), so batches stay full
+        cfg["workload"] = {**base["workload"], "num_requests": base["workload"]["num_requests"] * dp}
+    else:
+        cfg["workload"] = {**base["workload"], "num_requests": 1}
+    r = simulate(cfg)
+    s = r.summary
+    return {"family": family, "tp": tp, "pp": pp, "dp": dp, "nodes": nodes, "gpus": tp * pp * dp, "mode": mode,
+            "e2e_p50_s": s["e2e"]["p50"], "tpot_p50_s": s["tpot"]["p50"],
+            "throughput_tok_s": s["throughput_output_tokens_per_s"],
+            "tok_s_per_gpu": s["throughput_output_tokens_per_s"] / (tp * pp * dp),
+            "allreduce_share": s["time_breakdown"]["allreduce"], "p2p_share": s["time_breakdown"]["p2p"],
+            "bubble_share": s["time_breakdown"]["bubble"], **run_health(r, static=False)}
+
+
 def main():
     args = parse_args("study4_scaling_knee", __doc__)
     families = {k: v[:2] for k, v in FAMILIES.items()} if args.smoke else FAMILIES
     base = dict(BASE)
     if args.smoke:
         base["workload"] = {"lengths": {"isl": 256, "osl": 8}, "arrivals": {"process": "batch"}, "num_requests": 16}
-    points = []
-    for family, layouts in families.items():
-        for tp, pp, dp, nodes in layouts:
-            # throughput: the same load per replica (weak scaling for DP), so batches stay full
-            for mode, n in (("latency", 1), ("throughput", base["workload"]["num_requests"] * dp)):
-                points.append({"parallelism.tp": tp, "parallelism.pp": pp, "parallelism.dp": dp,
-                               "cluster.nodes": nodes, "workload.num_requests": n, "seed": 0})
-    sweep_dir = args.out / "sweep"
-    if sweep_dir.exists():            # a fresh sweep each time the study runs
-        for p in sweep_dir.iterdir():
-            p.unlink()
-    df = run_sweep({"base": base, "points": points}, sweep_dir, workers=2)
+    jobs = [(fam, lay, mode, base) for fam, lays in families.items() for lay in lays for mode in ("latency", "throughput")]
+    with Pool(2) as pool:
+        runs = pd.DataFrame(pool.map(run_point, jobs))
+    runs.to_csv(args.out / "runs.csv", index=False)
+    plot(runs, args.out)
+    publish(args.out, TITLE, SOURCE, claims, args.smoke, args.started, "study4_scaling_knee.py")
 
-    rows = []
-    for family, layouts in families.items():
-        for tp, pp, dp, nodes in layouts:
-            sel = df[(df["parallelism.tp"] == tp) & (df["parallelism.pp"] == pp) & (df["parallelism.dp"] == dp)
-                     & (df["cluster.nodes"] == nodes)]
-            lat = sel[sel["workload.num_requests"] == 1].iloc[0]
-            thr = sel[sel["workload.num_requests"] != 1].iloc[0]
-            rows.append({"family": family, "tp": tp, "pp": pp, "dp": dp, "nodes": nodes, "gpus": tp * pp * dp,
-                         "status": f"{lat.status}/{thr.status}",
-                         "e2e_alone_s": lat.e2e_p50_s, "tpot_alone_s": lat.tpot_p50_s,
-                         "throughput_tok_s": thr.throughput_output_tokens_per_s,
-                         "tok_s_per_gpu": thr.output_tokens_per_s_per_gpu,
-                         "allreduce_share": thr.allreduce_share, "p2p_share": thr.p2p_share,
-                         "bubble_share": thr.bubble_share})
-    res = pd.DataFrame(rows)
-    res.to_csv(args.out / "scaling.csv", index=False)
 
+def scaling(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per layout: latency-mode E2E/TPOT beside throughput-mode tok/s (valid runs only)."""
+    keys = ["family", "tp", "pp", "dp", "nodes", "gpus"]
+    ok = valid_runs(runs)
+    lat = ok[ok["mode"] == "latency"][keys + ["e2e_p50_s", "tpot_p50_s"]]
+    thr = ok[ok["mode"] == "throughput"][keys + ["throughput_tok_s", "tok_s_per_gpu", "allreduce_share",
+                                                 "p2p_share", "bubble_share"]]
+    return lat.merge(thr, on=keys)
+
+
+def plot(runs: pd.DataFrame, out: Path):
+    res = scaling(runs)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    f = Findings("Study 4: where scaling stops", "seed 002 (talk abstract: partitioning vs replication, diminishing returns)")
-    f.setup = ["Llama-3.1-70B FP8, 8x H100 per node, IB NDR between nodes; ISL 1024, OSL 256.",
-               "Latency: one request alone (E2E, TPOT p50). Throughput: 256 requests per replica at t=0, sarathi continuous "
-               "batching (max 256 sequences, 2048-token chunks); output tokens/s per GPU.",
-               f"Knee: the first GPU count after which the next step improves single-request E2E by < "
-               f"{LATENCY_GAIN:.0%} or loses > {TPUT_DROP:.0%} of per-GPU throughput."]
     for family, g in res.groupby("family", sort=False):
-        axes[0].plot(g.gpus, g.e2e_alone_s, "o-", label=family)
+        axes[0].plot(g.gpus, g.e2e_p50_s, "o-", label=family)
         axes[1].plot(g.gpus, g.tok_s_per_gpu, "o-", label=family)
         axes[2].plot(g.gpus, g.throughput_tok_s, "o-", label=family)
-        k, gain, drop = knee(list(g.gpus), list(g.e2e_alone_s), list(g.tok_s_per_gpu),
-                               replicate=family.startswith("DP"))
-        for ax, col in zip(axes, ("e2e_alone_s", "tok_s_per_gpu", "throughput_tok_s")):
+        k, _, _ = knee(list(g.gpus), list(g.e2e_p50_s), list(g.tok_s_per_gpu), replicate=family.startswith("DP"))
+        for ax, col in zip(axes, ("e2e_p50_s", "tok_s_per_gpu", "throughput_tok_s")):
             ax.plot([k], [g.set_index("gpus")[col][k]], "k*", ms=12)
-        why = ("no knee within the range" if gain is None else
-               f"next step: latency {100 * gain:+.0f}% better, per-GPU throughput {100 * drop:+.0f}% lost")
-        f.claim(f"{family}: adding GPUs hits diminishing returns", "a knee exists",
-                f"knee at {k} GPUs ({why})", gain is not None if not family.startswith("DP") else None)
     for ax, label in zip(axes, ("single-request E2E (s)", "output tok/s per GPU", "output tok/s (total)")):
         ax.set(xscale="log", xlabel="GPUs", ylabel=label)
         ax.set_xticks(sorted(res.gpus.unique()), [str(x) for x in sorted(res.gpus.unique())])
@@ -107,29 +111,58 @@ def main():
     axes[0].legend(fontsize=8)
     fig.suptitle("Llama-3.1-70B FP8 on H100: partitioning (TP, PP) vs replication (DP); star = knee")
     fig.tight_layout()
-    fig.savefig(args.out / "scaling_knee.png", dpi=110)
+    fig.savefig(out / "scaling_knee.png", dpi=110)
     plt.close(fig)
 
+
+def family_claims(res: pd.DataFrame) -> list[Claim]:
+    out = []
+    for family, g in res.groupby("family", sort=False):
+        g = g.sort_values("gpus")
+        gpus, lat, tput = list(g.gpus), list(g.e2e_p50_s), list(g.tok_s_per_gpu)
+        k, gain, drop = knee(gpus, lat, tput, replicate=family.startswith("DP"))
+        keep = tput[-1] / tput[0]
+        if family.startswith("DP"):
+            out.append(Claim(f"{family}: per-GPU throughput at {gpus[-1]} GPUs / at {gpus[0]}", "replication keeps it",
+                             float("nan"), keep, "x", near(1.0),
+                             f"DP replicas exchange nothing, so only the per-replica load decides: {tput[0]:.0f} -> "
+                             f"{tput[-1]:.0f} tok/s per GPU."))
+            continue
+        last = 100 * (1 - lat[-1] / lat[-2])
+        out.append(Claim(f"{family}: single-request E2E gain of the last doubling ({gpus[-2]} -> {gpus[-1]} GPUs)",
+                         "diminishing returns", float("nan"), last, "%", below(100 * LATENCY_GAIN),
+                         f"knee at {k} GPUs; the last doubling still gains {last:.0f}% (the 10% threshold is this "
+                         f"study's, the seed gives none)."))
+        out.append(Claim(f"{family}: per-GPU throughput at {gpus[-1]} GPUs / at {gpus[0]}", "partitioning loses it",
+                         float("nan"), keep, "x", below(1.0), f"{tput[0]:.0f} -> {tput[-1]:.0f} tok/s per GPU."))
+    return out
+
+
+def claims(out: Path) -> tuple[list[Claim], list[str], list[str]]:
+    runs = pd.read_csv(out / "runs.csv")
+    res = scaling(runs)
+    found = family_claims(res)
     tp = res[res.family.str.startswith("TP")].set_index("gpus")
     dp = res[res.family.str.startswith("DP")].set_index("gpus")
     if 16 in tp.index and 8 in tp.index:
-        f.claim("TP across nodes: all-reduce cost grows once TP leaves the NVLink domain",
-                "TP confined to one high-bandwidth domain",
-                f"all-reduce share TP8 {tp.allreduce_share[8]:.1%} -> TP16 {tp.allreduce_share[16]:.1%}; "
-                f"E2E alone {tp.e2e_alone_s[8]:.2f} -> {tp.e2e_alone_s[16]:.2f} s",
-                tp.allreduce_share[16] > tp.allreduce_share[8])
-    common = sorted(set(tp.index) & set(dp.index))
-    if common:
-        top = max(common)
-        f.claim(f"replication keeps per-GPU throughput where partitioning loses it ({top} GPUs)",
-                "partitioning != replication", f"DP {dp.tok_s_per_gpu[top]:.0f} vs TP {tp.tok_s_per_gpu[top]:.0f} tok/s/GPU",
-                dp.tok_s_per_gpu[top] > tp.tok_s_per_gpu[top])
-        f.claim(f"partitioning lowers single-request latency, replication does not ({top} GPUs)",
-                "TP for latency", f"E2E alone TP {tp.e2e_alone_s[top]:.2f} s vs DP-of-TP2 {dp.e2e_alone_s[top]:.2f} s",
-                tp.e2e_alone_s[top] < dp.e2e_alone_s[top])
-    f.note("The seed is a talk abstract with no numbers; the knee thresholds (10% latency, 25% per-GPU "
-           "throughput) are this study's choice, stated above, not the seed's.")
-    f.write(args.out, args.smoke, args.started)
+        d = 100 * (tp.allreduce_share[16] - tp.allreduce_share[8])
+        found.append(Claim("TP8 -> TP16 (leaving the NVLink domain): change in all-reduce share of GPU time",
+                           "TP confined to one high-bandwidth domain", float("nan"), d, "pts", above(0.0),
+                           f"{100 * tp.allreduce_share[8]:.1f}% -> {100 * tp.allreduce_share[16]:.1f}%."))
+    top = max(set(tp.index) & set(dp.index), default=None)
+    if top:
+        found.append(Claim(f"single-request E2E, DP-of-TP2 / TP at {top} GPUs ('partitioning lowers latency')",
+                           "TP for latency", float("nan"), float(dp.e2e_p50_s[top] / tp.e2e_p50_s[top]), "x",
+                           above(1.0), f"TP {tp.e2e_p50_s[top]:.2f} s vs DP-of-TP2 {dp.e2e_p50_s[top]:.2f} s."))
+    wl = BASE["workload"]["lengths"]
+    setup = [f"Llama-3.1-70B FP8, 8x H100 per node, IB NDR between nodes; ISL {wl['isl']}, OSL {wl['osl']} (full run; --smoke: 256 / 8).",
+             "Latency: one request alone (E2E, TPOT p50). Throughput: 256 requests per replica at t=0, sarathi "
+             "continuous batching (max 256 sequences, 2048-token chunks); output tokens/s per GPU.",
+             f"Knee: the first GPU count after which the next step improves single-request E2E by < "
+             f"{LATENCY_GAIN:.0%} or loses > {TPUT_DROP:.0%} of per-GPU throughput (this study's thresholds; the "
+             "seed is a talk abstract with no numbers).",
+             run_check({"runs.csv": runs})]
+    return found, setup, []
 
 
 if __name__ == "__main__":
