@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     cat.set_defaults(func=cmd_catalog)
 
     for module in ("simserve.comm.cli", "simserve.workload.cli",
-                   "simserve.plots", "simserve.report", "simserve.tracing", "simserve.sweep"):   # plot, report, trace (issue 7)
+                   "simserve.plots", "simserve.report", "simserve.tracing", "simserve.sweep",
+                   "simserve.plan.cli"):   # plot, report, trace (issue 7)
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

@@ -497,6 +497,13 @@ def cmd_plot(args) -> int:
     if len(labels) != len(dirs):
         raise SimserveError(f"--labels has {len(labels)} names for {len(dirs)} folders")
     written: dict[str, Path] = {}
+    plans = [d for d in dirs if (d / "plan.csv").is_file()]      # simserve plan folders (issue 16)
+    if plans:
+        from simserve.plan.figures import write_plan_figures
+        for d in plans:
+            written.update(write_plan_figures(d, args.out, args.format))
+    labels = [lab for d, lab in zip(dirs, labels) if d not in plans]
+    dirs = [d for d in dirs if d not in plans]
     sweeps = [d for d in dirs if (d / "results.csv").is_file() and not (d / "summary.json").is_file()]
     for d in sweeps:
         df = pd.read_csv(d / "results.csv")

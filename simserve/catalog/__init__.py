@@ -56,6 +56,7 @@ class Gpu:
     default_topology: str
     efficiency: Efficiency
     aliases: tuple[str, ...] = ()
+    price_per_hour: float | None = None   # USD per GPU-hour, on-demand (the planner's cost; sources in hardware.yaml)
 
     def flops(self, dtype: str) -> float:
         """Peak FLOP/s for a dtype; a dtype without tensor-core support runs at the next wider one."""

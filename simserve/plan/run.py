@@ -1,0 +1,194 @@
+"""`run_plan(spec, out_dir)`: prune, search every surviving layout's rate, rank, write the plan folder.
+
+DIR/probes.csv   every simulation (one rate of one layout), appended as it finishes
+DIR/plan.csv     one row per layout (simserve.plan.report.PLAN_COLUMNS), ranked
+DIR/plan.json    the spec, the best layout per model, the scaling knees, probe counts, wall time
+DIR/pareto.png   simserve.plan.figures
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simserve.catalog import get_hardware, get_model
+from simserve.errors import ConfigError, SimserveError
+from simserve.plan import report
+from simserve.plan.runner import LocalPool, ProbeStore, RayPool, drive, probe_key
+from simserve.plan.search import RateGrid, RateSearch, slo_violations
+from simserve.plan.space import Candidate, candidates
+from simserve.plan.spec import PlanSpec, workload_section
+from simserve.sweep import METRICS
+
+
+@dataclass
+class LayoutSearch:
+    candidate: Candidate
+    search: RateSearch
+    config: dict
+    slo: dict
+
+    def probe_config(self, k: int) -> dict:
+        cfg = json.loads(json.dumps(self.config))
+        cfg["workload"]["arrivals"]["rate"] = self.search.grid.rate(k)
+        return cfg
+
+
+@dataclass
+class PlanResult:
+    table: pd.DataFrame
+    probes: pd.DataFrame
+    best: dict
+    knees: list
+    info: dict
+
+
+def workload_lengths(workload: dict, model: str, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(ISL, OSL, native rate in req/s) of the plan's workload for one model (its context limit)."""
+    import warnings
+
+    from simserve.workload import build_workload
+    from simserve.workload.config import WorkloadConfig
+    from pydantic import ValidationError
+    from simserve.config import format_validation_error
+
+    arrivals = dict(workload["arrivals"])
+    if arrivals["process"] != "trace":
+        arrivals.setdefault("rate", 1.0)
+    try:
+        cfg = WorkloadConfig.model_validate({**workload, "arrivals": arrivals})
+    except ValidationError as exc:
+        raise ConfigError("plan workload: " + format_validation_error(exc, WorkloadConfig).removeprefix("config: ")) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        work = build_workload(cfg, get_model(model).max_context, np.random.default_rng(seed))
+    span = float(work.arrival_s[-1] - work.arrival_s[0]) if len(work.arrival_s) > 1 else 0.0
+    rate = len(work.arrival_s) / span if span > 0 else 1.0
+    return np.asarray(work.isl), np.asarray(work.osl), rate
+
+
+def _prices(spec: PlanSpec) -> dict[str, float | None]:
+    out = {}
+    for hw in spec.hardware:
+        out[get_hardware(hw).name] = get_hardware(hw).price_per_hour
+    for name, price in spec.prices.items():
+        out[get_hardware(name).name] = price
+    return out
+
+
+def _check_configs(searches: list[LayoutSearch]) -> None:
+    """Load one probe config per model and GPU type, so a bad base key fails before anything runs."""
+    from simserve.config import load_config
+
+    seen = set()
+    for s in searches:
+        key = (s.candidate.layout.model, s.candidate.layout.hardware)
+        if key not in seen:
+            seen.add(key)
+            load_config(s.probe_config(0))
+
+
+def prepare(spec: PlanSpec) -> tuple[list[Candidate], list[LayoutSearch], RateGrid]:
+    workload = workload_section(spec)
+    lengths, native = {}, {}
+    for m in spec.models:
+        name = get_model(m).name
+        isl, osl, rate = workload_lengths(workload, m, spec.seed)
+        lengths[name], native[name] = (isl, osl), workload["arrivals"].get("rate") or rate
+    grid = RateGrid(spec.rates.min_rate, spec.rates.step, spec.rates.max_rate)
+    if grid.top < 1:
+        raise ConfigError("plan: rates.max_rate must be above rates.min_rate x (1 + step)")
+    cands = candidates(spec, spec.base, workload, lengths)
+    jump = grid.steps_for(spec.rates.jump)
+    searches = []
+    for c in cands:
+        if c.status != "search":
+            continue
+        lay = c.layout
+        start = c.start_rate or native[lay.model] * lay.num_gpus / 8    # no closed form: the trace's rate per 8 GPUs
+        config = lay.config(spec.base, workload, spec.slo, spec.seed, spec.fidelity)
+        searches.append(LayoutSearch(c, RateSearch(grid, grid.index(start), jump), config, dict(spec.slo)))
+    _check_configs(searches)
+    return cands, searches, grid
+
+
+def _row(searches, i, k, config, outcome) -> dict:
+    s = searches[i]
+    lay = s.candidate.layout
+    over = slo_violations(outcome, s.slo) if outcome.get("status") == "ok" else {}
+    row = {"key": probe_key(config), "model": lay.model, "hardware": lay.hardware, "layout": lay.name,
+           "tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "chunk_size": lay.chunk_size,
+           "max_batch_size": lay.max_batch_size, "rate_index": k, "rate": config["workload"]["arrivals"]["rate"],
+           "meets_slo": outcome.get("status") == "ok" and not over,
+           "violations": ";".join(f"{m}={v:.4g}>{lim:g}" for m, (v, lim) in over.items()),
+           "status": outcome.get("status"), "error": outcome.get("error", "")}
+    row.update({m: outcome.get(m) for m in METRICS})
+    return row
+
+
+def run_plan(spec: PlanSpec, out_dir: str | Path, workers: int | None = None, ray_address: str | None = None,
+             show_progress: bool | None = None, log=None, figures: bool = True) -> PlanResult:
+    from simserve.plan.progress import PlanProgress
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    cands, searches, grid = prepare(spec)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {workers})")
+    store = ProbeStore(out / "probes.csv")
+    pool = RayPool(ray_address, workers) if ray_address else LocalPool(workers or os.cpu_count() or 1)
+    bar = PlanProgress(len(searches), len(cands) - len(searches), show_progress, log)
+    try:
+        with bar:
+            drive(searches, pool, store, lambda i, k, c, o: _row(searches, i, k, c, o),
+                  on_probe=lambda i, row, cached: bar.probe(searches[i], row, cached))
+    finally:
+        pool.close()
+        store.close()
+    return finish(spec, out, cands, searches, store, time.perf_counter() - start, figures)
+
+
+def finish(spec, out: Path, cands, searches, store, wall_s: float, figures: bool = True) -> PlanResult:
+    from simserve.export import atomic_write_bytes
+    from simserve.plan.figures import write_plan_figures
+
+    prices = _prices(spec)
+    by_cand = {id(s.candidate): s for s in searches}
+    rows = []
+    for c in cands:
+        s = by_cand.get(id(c))
+        probes = {}
+        if s is not None:
+            probes = {k: store.get(probe_key(s.probe_config(k))) for k in s.search.ok}
+        rows.append(report.layout_row(c, s.search if s else None, probes, prices.get(c.layout.hardware)))
+    table = report.rank(pd.DataFrame(rows))
+    knee_rows = report.knees(table)
+    best = report.best_layouts(table)
+    info = {"spec": spec.model_dump(), "best": best, "knees": knee_rows, "prices_per_gpu_hour": prices,
+            "layouts": len(cands), "pruned": len(cands) - len(searches),
+            "probes_simulated": sum(len(s.search.ok) for s in searches) - store.reused,
+            "probes_reused": store.reused, "wall_time_s": wall_s}
+    atomic_write_bytes(out / "plan.csv", table.to_csv(index=False).encode())
+    atomic_write_bytes(out / "plan.json", json.dumps(info, indent=2, default=_json).encode())
+    probes = pd.read_csv(out / "probes.csv")
+    try:
+        if figures:
+            write_plan_figures(out)
+    except (SimserveError, ValueError, KeyError) as exc:      # a figure never costs the answer
+        info["figure_error"] = str(exc)
+    return PlanResult(table, probes, best, knee_rows, info)
+
+
+def _json(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if np.isnan(value) else float(value)
+    if value is pd.NA:
+        return None
+    return str(value)

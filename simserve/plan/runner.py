@@ -1,0 +1,180 @@
+"""Running a plan's probes: local worker processes or Ray tasks, resumable, with a progress bar.
+
+Each probe is one `simserve.sweep.run_point(config, {})` (the sweep runner's engine: one
+simulation, its summary as a table row, bad input recorded as status `error`, a crash as
+`failed`). As a probe finishes its row is appended to `DIR/probes.csv` and flushed; its key is a
+hash of the probe's whole config (rate included), so re-running a plan after a kill replays
+every rate search from the file and simulates only the probes not yet in it. Rows with status
+`failed` are not reused (they are re-run).
+
+The driver keeps one probe in flight per layout still searching (a search's next rate depends on
+its last outcome), so up to `workers` layouts search at once.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Callable
+
+from simserve.errors import ConfigError
+from simserve.sweep import METRICS, run_point
+
+PROBE_COLUMNS = ["key", "model", "hardware", "layout", "tp", "pp", "dp", "ep", "chunk_size",
+                 "max_batch_size", "rate_index", "rate", "meets_slo", "violations", "status", "error", *METRICS]
+
+
+def probe_key(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class ProbeStore:
+    """probes.csv: every finished probe, appended as it finishes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[str, dict] = {}
+        if path.exists() and path.stat().st_size:
+            with path.open(newline="") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames != PROBE_COLUMNS:
+                    raise ConfigError(f"{path} was written by another simserve version (its columns differ); "
+                                      f"use another --out")
+                for row in reader:
+                    if row["status"] in ("ok", "error"):
+                        self.rows[row["key"]] = _typed(row)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        self.fh = path.open("a", newline="")
+        self.writer = csv.DictWriter(self.fh, fieldnames=PROBE_COLUMNS, extrasaction="ignore")
+        if new:
+            self.writer.writeheader()
+            self.fh.flush()
+        self.reused = 0
+
+    def get(self, key: str) -> dict | None:
+        return self.rows.get(key)
+
+    def add(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        if row["status"] in ("ok", "error"):
+            self.rows[row["key"]] = row
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _typed(row: dict) -> dict:
+    out = dict(row)
+    for k in METRICS + ("rate",):
+        if out.get(k) not in (None, ""):
+            out[k] = float(out[k])
+    return out
+
+
+class LocalPool:
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+        self.pool = ProcessPoolExecutor(max_workers=self.workers) if self.workers > 1 else None
+        self.pending: dict = {}
+        self.done: list = []
+
+    def submit(self, tag, config: dict) -> None:
+        if self.pool is None:
+            self.done.append((tag, run_point(config, {})))
+        else:
+            self.pending[self.pool.submit(run_point, config, {})] = tag
+
+    def next_done(self):
+        if self.done:
+            return self.done.pop(0)
+        finished, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+        fut = min(finished, key=lambda f: self.pending[f])        # deterministic among ties
+        return self.pending.pop(fut), fut.result()
+
+    def busy(self) -> bool:
+        return bool(self.pending or self.done)
+
+    def capacity(self) -> int:
+        return self.workers - len(self.pending) - len(self.done)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RayPool(LocalPool):
+    """The same interface on a Ray cluster (`ray.init(address)`); one task per probe."""
+
+    def __init__(self, address: str, workers: int | None):
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--ray needs the ray package (pip install 'ray[default]'); "
+                              "or run locally with --workers N") from None
+        self.ray = ray
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        self.remote = ray.remote(run_point)
+        self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.pending, self.done, self.pool = {}, [], None
+
+    def submit(self, tag, config: dict) -> None:
+        self.pending[self.remote.remote(config, {})] = tag
+
+    def next_done(self):
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+        ref = ready[0]
+        return self.pending.pop(ref), self.ray.get(ref)
+
+    def close(self) -> None:
+        pass
+
+
+def drive(searches: list, pool, store: ProbeStore, make_row: Callable, on_probe: Callable | None = None) -> None:
+    """Run every search to its verdict. `searches[i]` has `.search` (RateSearch), `.probe_config(k)`;
+    make_row(i, k, config, outcome) -> the probes.csv row."""
+    in_flight: set[int] = set()
+
+    def feed(i, k, config, outcome, cached):
+        row = outcome if cached else make_row(i, k, config, outcome)
+        if not cached:
+            store.add(row)
+        searches[i].search.record(k, row, searches[i].slo)
+        if on_probe:
+            on_probe(i, row, cached)
+
+    while True:
+        progressed = True
+        while progressed:            # replay cached probes and fill free workers, in layout order
+            progressed = False
+            for i, s in enumerate(searches):
+                if i in in_flight or pool.capacity() <= 0 and store.get(_next_key(s)) is None:
+                    continue
+                k = s.search.propose()
+                if k is None:
+                    continue
+                config = s.probe_config(k)
+                cached = store.get(probe_key(config))
+                if cached is not None:
+                    store.reused += 1
+                    feed(i, k, config, cached, True)
+                else:
+                    pool.submit((i, k), config)
+                    in_flight.add(i)
+                progressed = True
+        if not pool.busy():
+            return
+        (i, k), outcome = pool.next_done()
+        in_flight.discard(i)
+        feed(i, k, searches[i].probe_config(k), outcome, False)
+
+
+def _next_key(s) -> str:
+    """Key of the probe a search would run next (without advancing it), '' when it is done."""
+    k = s.search.propose()
+    return probe_key(s.probe_config(k)) if k is not None else ""
