@@ -142,8 +142,9 @@ def run_check(frames: dict[str, pd.DataFrame]) -> str:
     runs = sum(int(f.fits.astype(bool).sum()) if "fits" in f else len(f) for f in frames.values())
     bad = sum(len(f) - len(valid_runs(f)) for f in frames.values())
     skipped = sum(int((~f.fits.astype(bool)).sum()) for f in frames.values() if "fits" in f)
-    text = (f"Baselines checked: {runs} simulated runs; each was checked to fit (weights and the "
-            f"batch's KV cache in memory) and to finish with zero preemptions before any claim uses it")
+    text = (f"Baselines checked: {runs} simulated runs; each was checked to fit in memory (the weights, and "
+            f"for a static batch the whole batch's KV cache at once) and to finish with zero preemptions "
+            f"before any claim uses it")
     if skipped:
         text += f"; {skipped} grid points that do not fit were not run (fits=False in the CSV)"
     if bad - skipped > 0:
