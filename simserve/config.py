@@ -36,6 +36,9 @@ class PrecisionConfig(Strict):
     weights: Dtype = "bf16"
     kv: Dtype = "bf16"
     activations: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # fp8/fp4 GEMM inputs: a per-tensor scale computed every step (dynamic) or calibrated into the
+    # checkpoint (static, e.g. ModelOpt / llm-compressor FP8 checkpoints with input_scale)
+    activation_scale: Literal["dynamic", "static"] = "dynamic"
 
 
 class LinksConfig(Strict):

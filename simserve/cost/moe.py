@@ -39,6 +39,7 @@ from simserve.catalog import DTYPE_BYTES, Gpu, ModelCard
 from simserve.cost.memory import GiB, MemoryPlan
 from simserve.cost.memory import kv_bytes_per_token as dense_kv_bytes_per_token
 from simserve.cost.operators import (LayerShape, Op, OpModel, Precision, Shard, activation_quant_models, gemm_model,
+                                     quant_per_token,
                                      head_op_models, ffn_op_models)
 from simserve.cost.operators import attention_op_models as dense_attention_op_models
 from simserve.cost.roofline import efficiencies
@@ -206,6 +207,7 @@ class ExpertCost:
     weights_s: float              # weights read / achievable bandwidth
     s_per_token_memory: float     # activation bytes per token / achievable bandwidth
     overhead_s: float             # kernel launches per GPU per MoE layer
+    s_per_token_quant: float = 0.0   # fp8/fp4 activation quantisation of both GEMM inputs, per token
 
     @staticmethod
     def of(model: ModelCard, layout: MoeLayout, precision: Precision, gpu: Gpu) -> "ExpertCost":
@@ -216,12 +218,18 @@ class ExpertCost:
         eta_c, eta_m = efficiencies(probe, gpu)
         flops = 6.0 * h * width                                   # gate_up (2HI x 2) + down (2IH)
         act = (h + 2 * width) * ab + 3 * width * ab + (width + h) * ab   # gate_up in/out, SiLU, down in/out
+        # routed experts quantise their inputs as dense GEMMs do (gate_up's hidden, down's width)
+        _, quant_bytes, quant_kernels = quant_per_token([h, width], precision)
+        eta_q = efficiencies(Op("quant", "elementwise", 0.0, 0.0, "fp32"), gpu)[1]
         return ExpertCost(flops / (gpu.flops(precision.gemm_dtype) * eta_c), 3.0 * h * width * wb / (gpu.hbm_bw_Bps * eta_m),
-                          act / (gpu.hbm_bw_Bps * eta_m), 3 * gpu.efficiency.kernel_overhead_s)
+                          act / (gpu.hbm_bw_Bps * eta_m), (3 + quant_kernels) * gpu.efficiency.kernel_overhead_s,
+                          quant_bytes / (gpu.hbm_bw_Bps * eta_q))
 
     def per_rank_s(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (..., E, ranks) served by each copy -> (..., ranks) expert seconds of each GPU."""
         copy_s = np.maximum(tokens * self.s_per_token_compute, self.weights_s + tokens * self.s_per_token_memory)
+        if self.s_per_token_quant:
+            copy_s = copy_s + tokens * self.s_per_token_quant
         copy_s = np.where(tokens > 0, copy_s, 0.0)
         total = copy_s.sum(axis=-2)
         return np.where(tokens.sum(axis=-2) > 0, total + self.overhead_s, 0.0)

@@ -18,6 +18,8 @@ class Precision:
     weights: str = "bf16"
     kv: str = "bf16"
     activations: str = "bf16"
+    activation_scale: str = "dynamic"   # fp8/fp4 GEMM inputs: dynamic (computed per step) or static (calibrated)
+    fused_quant: bool = False           # the runtime fuses quantisation into the producing kernel
 
     @property
     def gemm_dtype(self) -> str:
@@ -152,17 +154,34 @@ def gemm_model(name: str, k: int, n: int, precision: Precision, tokens: str = "t
                    bytes={"const": k * n * wb, tokens: (k + n) * ab})
 
 
-def activation_quant_models(input_widths: list[int], precision: Precision, prefix: str = "") -> list[OpModel]:
-    """W8A8 / W4A8 linear layers quantise their input on the fly with a per-tensor dynamic scale
-    (vLLM's scaled_fp8_quant): one pass for the absolute maximum, one that reads the input again and
-    writes the low-precision copy; two kernels per GEMM input. Nothing for bf16 GEMMs."""
-    if precision.gemm_dtype == precision.activations or not input_widths:
-        return []
+def quant_per_token(input_widths: list[int], precision: Precision) -> tuple[float, float, int]:
+    """(FLOPs per token, HBM bytes per token, kernels) of quantising the inputs of W8A8 / W4A8
+    GEMMs of these input widths; (0, 0, 0) for bf16 GEMMs or when the runtime fuses quantisation.
+
+    - dynamic scale, separate kernels (vLLM's scaled_fp8_quant): one pass for the absolute maximum,
+      one that reads the input again and writes the low-precision copy: two kernels per input;
+    - static scale (calibrated, stored in the checkpoint), separate kernel: one pass that reads the
+      input and writes the low-precision copy;
+    - fused (vLLM's RMSNorm + quant and SiLU-and-mul + quant fusions, TensorRT-LLM's fused norm and
+      activation kernels): the producing kernel writes the low-precision copy itself, so no extra
+      kernel and no extra pass (its write is smaller, which this model does not credit).
+    """
+    if precision.gemm_dtype == precision.activations or not input_widths or precision.fused_quant:
+        return 0.0, 0.0, 0
     inputs = float(sum(input_widths))
     ab, qb = DTYPE_BYTES[precision.activations], DTYPE_BYTES[precision.gemm_dtype]
+    if precision.activation_scale == "static":
+        return 2.0 * inputs, inputs * (ab + qb), len(input_widths)
+    return 3.0 * inputs, inputs * (2 * ab + qb), 2 * len(input_widths)
+
+
+def activation_quant_models(input_widths: list[int], precision: Precision, prefix: str = "") -> list[OpModel]:
+    """The quantisation of GEMM inputs as one elementwise operator (see quant_per_token)."""
+    flops, nbytes, kernels = quant_per_token(input_widths, precision)
+    if not kernels:
+        return []
     return [OpModel(f"{prefix}quantize_activations", "elementwise", "fp32", gate="tokens",
-                    flops={"tokens": 3.0 * inputs}, bytes={"tokens": inputs * (2 * ab + qb)},
-                    kernels=2 * len(input_widths))]
+                    flops={"tokens": flops}, bytes={"tokens": nbytes}, kernels=kernels)]
 
 
 def attention_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
