@@ -6,9 +6,32 @@ import json
 import sys
 from pathlib import Path
 
-from simserve.errors import SimserveError
+from simserve.errors import CapacityError, ConfigError, SimserveError
 
-DEFAULT_CONFIG = Path(__file__).parent / "examples" / "default.yaml"
+EXAMPLES = Path(__file__).parent / "examples"
+DEFAULT_CONFIG = EXAMPLES / "default.yaml"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`simserve CMD: error: ...`) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def resolve_config(name: str | None) -> Path:
+    """A config path, or the name of a bundled example (`default`, `llama70b-tp8-h100`)."""
+    if name is None:
+        return DEFAULT_CONFIG
+    path = Path(name)
+    if path.exists():
+        return path
+    bundled = EXAMPLES / f"{path.stem if path.suffix in ('.yaml', '.yml') else name}.yaml"
+    if path.parent == Path(".") or path.parts[:1] == ("examples",):
+        if bundled.is_file():
+            return bundled
+    names = ", ".join(sorted(p.stem for p in EXAMPLES.glob("*.yaml")))
+    raise ConfigError(f"config file not found: {name} (bundled examples by name: {names})")
 
 
 def _print_summary(summary: dict, out_dir: Path | None) -> None:
@@ -37,19 +60,24 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
 
 
 def cmd_run(args) -> int:
-    from simserve.export import write_results
+    from simserve.config import load_config
+    from simserve.export import check_out_dir, clear_dir, write_results
     from simserve.simulation import simulate
 
     overrides = list(args.set or [])
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    config = args.config or DEFAULT_CONFIG
+    config = resolve_config(args.config)
     # --- figures and trace (issue 7): check the window before a long run ---
     from simserve.tracing import parse_window
     trace_window = parse_window(args.trace_window)
     # --- end ---
-    result = simulate(config, overrides=overrides, show_progress=False if args.quiet else None)
+    cfg = load_config(config, overrides)          # every bad key or value refused before anything runs
     out = Path(args.out) if args.out else Path("results") / Path(config).stem
+    check_out_dir(out, args.force)                # and the results folder, before the simulation
+    result = simulate(cfg, show_progress=False if args.quiet else None)
+    if args.force:
+        clear_dir(out)
     write_results(result, out)
     # --- figures and trace (issue 7) ---
     if args.plots:
@@ -64,12 +92,59 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _estimate_args(args) -> dict:
+    """The estimate flags through the config schema's own fields and bounds (one schema)."""
+    from pydantic import ValidationError, create_model
+
+    from simserve.config import MAX_BATCH, ParallelismConfig, PrecisionConfig, Strict
+    from simserve.workload.config import MAX_TOKENS
+    from pydantic import Field
+
+    par, prec = ParallelismConfig.model_fields, PrecisionConfig.model_fields
+    schema = create_model(
+        "EstimateFlags", __base__=Strict,
+        tp=(int, par["tp"]), pp=(int, par["pp"]), ep=(int, par["ep"]),
+        precision=(prec["weights"].annotation, ...), kv_precision=(prec["kv"].annotation | None, None),
+        batch=(int, Field(..., ge=1, le=MAX_BATCH)),
+        isl=(int, Field(..., ge=1, le=MAX_TOKENS)), osl=(int, Field(..., ge=1, le=MAX_TOKENS)))
+    values = {k: getattr(args, k) for k in ("tp", "pp", "ep", "precision", "kv_precision", "batch", "isl", "osl")}
+    try:
+        return schema.model_validate(values).model_dump()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-")
+        raise ConfigError(f"{flag}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})") from None
+
+
+def _not_fitting(d: dict) -> str:
+    """The memory line `run` prints for a layout that does not fit, from estimate's memory plan."""
+    m = d["memory"]
+    where = f"{d['model']} ({d['precision']['weights']} weights) on {d['hardware']} with tp={d['tp']} pp={d['pp']}"
+    if not m.get("max_batch"):
+        short = m["weights_GiB"] + m["activation_GiB"] + m["reserved_GiB"] - m["usable_GiB"]
+        return (f"{where} does not fit: weights {m['weights_GiB']:.1f} GiB + activations {m['activation_GiB']:.1f} "
+                f"GiB + reserved {m['reserved_GiB']:.1f} GiB leave {m['kv_capacity_GiB']:.1f} GiB for the KV cache "
+                f"out of {m['usable_GiB']:.1f} GiB usable per GPU (short by {max(short, 0) + 0.05:.1f} GiB)")
+    need = d["batch"] * (d["isl"] + d["osl"])
+    return (f"{where} does not fit a batch of {d['batch']} x {d['isl'] + d['osl']} tokens: the KV cache holds "
+            f"{m['kv_capacity_tokens']:,} tokens, {need:,} needed (at most --batch {m['max_batch']})")
+
+
 def cmd_estimate(args) -> int:
+    from simserve.catalog import get_model
     from simserve.estimate import estimate
 
-    print(json.dumps(estimate(model=args.model, hardware=args.hardware, tp=args.tp, pp=args.pp, ep=args.ep,
-                              precision=args.precision, kv_precision=args.kv_precision, batch=args.batch,
-                              isl=args.isl, osl=args.osl, topology=args.topology), indent=2))
+    flags = _estimate_args(args)
+    model = get_model(args.model)
+    if flags["isl"] + flags["osl"] > model.max_context:
+        raise ConfigError(f"--isl {flags['isl']} + --osl {flags['osl']} exceeds {model.name}'s "
+                          f"{model.max_context:,}-token context")
+    if flags["pp"] > model.num_layers:
+        raise ConfigError(f"--pp {flags['pp']}: {model.name} has only {model.num_layers} layers")
+    result = estimate(model=args.model, hardware=args.hardware, topology=args.topology, **flags)
+    if not result["memory"]["fits"]:
+        raise CapacityError(_not_fitting(result))
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -118,15 +193,17 @@ def cmd_catalog(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from simserve import __version__
 
-    parser = argparse.ArgumentParser(prog="simserve", description=__doc__)
+    parser = OneLineParser(prog="simserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"simserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="simulate a config (default: the bundled default)",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog="registered values:\n" + "\n".join(f"  {k}: {v}" for k, v in extension_points().items()))
-    run.add_argument("config", nargs="?", help="YAML config (default: the bundled default)")
-    run.add_argument("--out", help="results folder (default: results/CONFIG_NAME)")
+    run.add_argument("config", nargs="?", help="YAML config, or a bundled example by name (default, "
+                     "llama70b-tp8-h100, ...; default: the bundled default)")
+    run.add_argument("--out", help="results folder (default: results/CONFIG_NAME); must be empty unless --force")
+    run.add_argument("--force", action="store_true", help="replace what --out holds (it is cleared first)")
     run.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value")
     run.add_argument("--seed", type=int)
     run.add_argument("--quiet", action="store_true")
@@ -174,6 +251,10 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except SimserveError as exc:
         print(f"simserve: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:          # the disk, not the input: still one line, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"simserve: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("simserve: interrupted", file=sys.stderr)

@@ -7,6 +7,7 @@ Llama-3.1-8B on one H100 serving the Azure conversation trace.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
@@ -28,8 +29,38 @@ def allreduce_choices() -> tuple[str, ...]:
     return ("auto",) + ALLREDUCE.names()
 
 
+# Upper bounds on sizes, and why: a value beyond them is a typo or would run for hours, so it is
+# refused at once with the reason (format_validation_error appends LIMIT_REASONS[field]).
+MAX_GPUS_PER_GROUP = 4096       # tp, pp, dp, ep: the largest cluster the flow network builds quickly
+MAX_NODES = 512                 # 512 nodes x 8 GPUs: topology build and routing stay under seconds
+MAX_GPUS_PER_NODE = 72          # the largest scale-up domain in the catalog (GB200 NVL72)
+MAX_BATCH = 1_000_000           # sequences in one batch
+MAX_TOKENS = 10_000_000         # tokens in one batch, chunk or request (no model serves a longer context)
+MAX_BLOCK = 1024                # vLLM's paged-KV block sizes are 1-256 tokens
+MAX_SEED = 2 ** 63 - 1
+LIMIT_REASONS = {
+    "tp": "a parallel group of more GPUs than any modelled cluster", "pp": "more stages than GPUs modelled",
+    "dp": "more replicas than GPUs modelled", "ep": "more experts ranks than GPUs modelled",
+    "cp": "more context ranks than GPUs modelled",
+    "nodes": f"the flow-level network of more than {MAX_NODES} nodes takes minutes to build",
+    "gpus_per_node": f"no scale-up domain in the catalog exceeds {MAX_GPUS_PER_NODE} GPUs",
+    "max_batch_size": "a million sequences per batch is beyond any serving engine",
+    "batch_size": "a million sequences per batch is beyond any serving engine",
+    "max_batched_tokens": "no model serves more than 10M tokens of context",
+    "chunk_size": "no model serves more than 10M tokens of context",
+    "block_size": "vLLM's KV blocks are 1-256 tokens; a larger block would only read as the model not fitting",
+    "seed": "seeds are 64-bit integers",
+    "num_requests": "requests are held in memory; 10M requests is ~10 GB",
+    "duration_s": "more than three years of simulated time",
+    "mean": "no model serves more than 10M tokens of context", "min": "no model serves more than 10M tokens",
+    "max": "no model serves more than 10M tokens of context",
+    "scale_up_GBps": "1 PB/s per GPU is beyond any link", "scale_out_GBps": "1 PB/s per GPU is beyond any link",
+    "latency_us": "a one-second link latency is a unit mistake",
+}
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PrecisionConfig(Strict):
@@ -43,26 +74,26 @@ class PrecisionConfig(Strict):
 
 class LinksConfig(Strict):
     """Overrides, per GPU and direction, all its links of that kind together."""
-    scale_up_GBps: float | None = Field(None, gt=0)
-    scale_out_GBps: float | None = Field(None, gt=0)
-    latency_us: float | None = Field(None, ge=0)
+    scale_up_GBps: float | None = Field(None, gt=0, le=1e6)
+    scale_out_GBps: float | None = Field(None, gt=0, le=1e6)
+    latency_us: float | None = Field(None, ge=0, le=1e6)
 
 
 class ClusterConfig(Strict):
     hardware: Union[str, dict[str, Any]] = "h100-sxm"
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: Optional[int] = Field(None, ge=1)   # default: the topology's node size
+    nodes: int = Field(1, ge=1, le=MAX_NODES)
+    gpus_per_node: Optional[int] = Field(None, ge=1, le=MAX_GPUS_PER_NODE)   # default: the topology's node size
     topology: str | None = None
     links: LinksConfig = LinksConfig()
     scale_out: dict[str, Any] = Field(default_factory=dict)   # builder options (oversubscription, rails)
 
 
 class ParallelismConfig(Strict):
-    tp: int = Field(1, ge=1)
-    pp: int = Field(1, ge=1)
-    dp: int = Field(1, ge=1)
-    ep: int = Field(1, ge=1)
-    cp: int = Field(1, ge=1)
+    tp: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
+    pp: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
+    dp: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
+    ep: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
+    cp: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
     # layers per pipeline stage: "even", "balanced" (equal stage times, LM head and embedding
     # included) or an explicit list
     stage_layers: Union[Literal["even", "balanced"], list[int]] = "even"
@@ -93,7 +124,7 @@ class MoeConfig(Strict):
     redundant_experts: extra copies of the hottest experts (balanced only; a multiple of ep).
     """
     routing: Literal["uniform", "zipf", "dirichlet", "trace"] = "uniform"
-    zipf_s: float = Field(1.2, gt=0)
+    zipf_s: float = Field(1.2, gt=0, le=100)
     dirichlet_alpha: float | None = Field(None, gt=0)
     trace: str | None = None
     redraw: bool = False
@@ -120,10 +151,10 @@ def _registered(registry, name: str | None) -> str | None:
 class SchedulerConfig(Strict):
     # a name registered in simserve.scheduler.POLICIES
     policy: str = "sarathi"
-    max_batch_size: int = Field(256, ge=1)           # vLLM max_num_seqs default
-    max_batched_tokens: int = Field(8192, ge=1)      # vLLM V1 max_num_batched_tokens default
-    chunk_size: int = Field(512, ge=1)               # sarathi token budget per iteration
-    batch_size: int | None = Field(None, ge=1)       # static: requests per batch (default max_batch_size)
+    max_batch_size: int = Field(256, ge=1, le=MAX_BATCH)           # vLLM max_num_seqs default
+    max_batched_tokens: int = Field(8192, ge=1, le=MAX_TOKENS)     # vLLM V1 max_num_batched_tokens default
+    chunk_size: int = Field(512, ge=1, le=MAX_TOKENS)              # sarathi token budget per iteration
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH)       # static: requests per batch (default max_batch_size)
 
     @field_validator("policy")
     @classmethod
@@ -132,9 +163,9 @@ class SchedulerConfig(Strict):
 
 
 class EngineConfig(Strict):
-    block_size: int = Field(16, ge=1)                       # vLLM default KV block
+    block_size: int = Field(16, ge=1, le=MAX_BLOCK)                     # vLLM default KV block
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM default
-    reserved_GiB: float = Field(1.5, ge=0)   # CUDA context, NCCL buffers, CUDA graphs (vLLM's non-torch memory)
+    reserved_GiB: float = Field(1.5, ge=0, le=1e6)   # CUDA context, NCCL buffers, CUDA graphs (vLLM's non-torch memory)
     kv_watermark: float = Field(0.01, ge=0, lt=1)           # vLLM default
     coalesce_decode: bool = True             # advance unchanging decode runs as one event (exact)
 
@@ -151,6 +182,7 @@ class RouterConfig(Strict):
 class SloConfig(Strict):
     ttft_s: float | None = Field(2.0, gt=0)
     tpot_s: float | None = Field(0.1, gt=0)
+    e2e_s: float | None = Field(None, gt=0)     # end-to-end latency bound (none by default)
 
 
 class SimConfig(Strict):
@@ -166,7 +198,7 @@ class SimConfig(Strict):
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     slo: SloConfig = SloConfig()
     fidelity: Literal["fast", "exact"] = "fast"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
 
 def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
@@ -186,17 +218,41 @@ def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     return sorted(current.model_fields)
 
 
+_TAG = re.compile(r"^(int|float|str|bool|none|[a-z]+\[.*\]|[A-Z]\w*)$")   # pydantic's union-branch loc parts
+_WRONG_BRANCH = ("int_type", "int_parsing", "float_type", "float_parsing", "string_type", "bool_type",
+                 "dict_type", "model_type", "list_type")
+
+
+def _clean_loc(loc) -> list:
+    return [p for p in loc if not (isinstance(p, str) and (p.startswith(("function-", "union[")) or _TAG.match(p)))]
+
+
+def _best_error(exc: ValidationError) -> dict:
+    """The error a user should see: of a union's branches, the one the input was meant for (a
+    mapping given for `int | Distribution` is reported against Distribution, not as 'not an int')."""
+    errors = exc.errors()
+    first = errors[0]
+    tagged = [e for e in errors if len(_clean_loc(e["loc"])) < len(e["loc"])]
+    if not tagged:
+        return first
+    meant = [e for e in tagged if e["type"] not in _WRONG_BRANCH]
+    return meant[0] if meant else first
+
+
 def format_validation_error(exc: ValidationError, model: type[BaseModel] = SimConfig) -> str:
-    err = exc.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "union[")))]
-    path = ".".join(str(p) for p in loc if not isinstance(p, int) or True)
+    err = _best_error(exc)
+    loc = _clean_loc(err["loc"])
+    path = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc)
         return f"config: unknown key {path!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
     msg = err["msg"].removeprefix("Value error, ")
     got = err.get("input")
     shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-    return f"config: {path}: {msg}{shown}" if path else f"config: {msg}"
+    leaf = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    why = f": {LIMIT_REASONS[leaf]}" if err["type"] in ("less_than_equal", "less_than") and leaf in LIMIT_REASONS \
+        else ""
+    return f"config: {path}: {msg}{shown}{why}" if path else f"config: {msg}"
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -225,11 +281,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); a config is a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     try:
         raw = load_yaml_text(text)
     except Exception as exc:

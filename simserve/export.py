@@ -56,3 +56,72 @@ def write_results(result, out_dir: str | Path) -> dict[str, Path]:
     atomic_write_text(paths["config"], yaml.safe_dump(result.config.model_dump(mode="json"), sort_keys=False))
     atomic_write_json(paths["summary"], result.summary)
     return paths
+
+
+# -- checking where results go, before any simulation runs ----------------------------------------
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why no folder can be created or written at `path` (None: it can). Probes by making and
+    removing a temporary folder in the nearest existing ancestor: nothing is left behind."""
+    if path.exists() and not path.is_dir():
+        return "is a file, not a folder"
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        return f"{base} is a file, so no folder can be made under it"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".simserve-probe-", dir=base))
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror or exc})"
+    return None
+
+
+def check_writable_dir(path: str | Path, what: str = "--out") -> None:
+    """Raise ConfigError (one line) unless results can be written into the folder `path`."""
+    from simserve.errors import ConfigError
+
+    why = _unwritable(Path(path))
+    if why:
+        raise ConfigError(f"{what} {path}: {why}")
+
+
+def check_writable_file(path: str | Path, what: str) -> None:
+    """The same for a file: not a folder, and its folder writable."""
+    from simserve.errors import ConfigError
+
+    path = Path(path)
+    why = "is a folder, not a file" if path.is_dir() else _unwritable(Path(os.path.abspath(path)).parent)
+    if why:
+        raise ConfigError(f"{what} {path}: {why}")
+
+
+def check_out_dir(path: str | Path, force: bool) -> None:
+    """`run --out`: writable, and empty unless --force (which clears it when results are written)."""
+    from simserve.errors import ConfigError
+
+    path = Path(path)
+    check_writable_dir(path)
+    if path.is_dir() and any(path.iterdir()) and not force:
+        held = ", ".join(sorted(p.name for p in path.iterdir())[:3])
+        raise ConfigError(f"--out {path} is not empty ({held}{', ...' if len(list(path.iterdir())) > 3 else ''}); "
+                          f"pass --force to replace its contents, or choose another --out")
+
+
+def clear_dir(path: str | Path) -> None:
+    """Empty a results folder (for --force), keeping the folder itself."""
+    import shutil
+
+    path = Path(path)
+    if not path.is_dir():
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

@@ -85,7 +85,10 @@ class RunData:
         path = Path(path)
         if not (path / "summary.json").is_file() or not (path / "requests.csv").is_file():
             raise SimserveError(f"{path}: not a results folder (needs summary.json and requests.csv)")
-        summary = json.loads((path / "summary.json").read_text())
+        try:
+            summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SimserveError(f"{path / 'summary.json'}: not a valid summary ({str(exc).splitlines()[0]})") from None
         requests = pd.read_csv(path / "requests.csv", keep_default_na=False,
                                na_values={c: ["", "nan", "NaN"] for c in
                                           ("scheduled_s", "first_token_s", "finish_s", "ttft_s", "tpot_s",

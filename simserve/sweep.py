@@ -75,7 +75,9 @@ def load_sweep(source: str | Path | Mapping[str, Any]) -> tuple[Any, list[dict[s
         path = Path(source)
         name, where = str(path), path.parent
         try:
-            raw = load_yaml_text(path.read_text())
+            raw = load_yaml_text(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         except FileNotFoundError:
             raise ConfigError(f"sweep file not found: {path}") from None
         except IsADirectoryError:
@@ -285,8 +287,13 @@ def _run_ray(base, todo, address: str, record) -> None:
 # -- CLI -----------------------------------------------------------------------------------------
 
 def cmd_sweep(args) -> int:
+    from simserve.export import check_writable_dir
+
     out = Path(args.out) if args.out else Path("results") / Path(args.sweep).stem
     _, points = load_sweep(args.sweep)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {args.workers})")
+    check_writable_dir(out)
     done, _ = finished_points(out / "results.csv")
     todo = sum(point_key(p) not in done for p in points)
     if not args.quiet:

@@ -85,8 +85,8 @@ def test_unknown_set_key_and_missing_config(tmp_path):
 
 
 def test_estimate_prints_the_documented_json():
-    r = run_cli("estimate", "--model", "llama-3.1-70b", "--hardware", "h100", "--precision", "fp8",
-                "--batch", "32", "--isl", "2048", "--osl", "128")
+    r = run_cli("estimate", "--model", "llama-3.1-70b", "--hardware", "h100", "--precision", "fp8", "--tp", "2",
+                "--batch", "32", "--isl", "2048", "--osl", "128")     # the README's example
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert d["prefill"]["time_s"] > d["decode"]["time_s"] > 0

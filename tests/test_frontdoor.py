@@ -64,3 +64,17 @@ def test_declared_dependencies_are_the_imported_ones():
     used = _third_party_imports(ROOT / "simserve")
     assert declared <= used, f"declared but never imported: {sorted(declared - used)}"
     assert used <= declared | extras, f"imported but not declared: {sorted(used - declared - extras)}"
+
+
+def test_readme_estimate_and_collective_examples_run(capsys):
+    """Every `simserve estimate` / `simserve collective` line of the README exits 0 (fits, runs)."""
+    import shlex
+
+    from simserve.cli import main
+
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "README.md").read_text().splitlines()]
+    examples = [ln for ln in lines if ln.startswith(("simserve estimate", "simserve collective"))
+                and "--plot" not in ln]
+    assert examples
+    for line in examples:
+        assert main(shlex.split(line)[1:]) == 0, line

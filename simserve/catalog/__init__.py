@@ -132,9 +132,11 @@ def load_catalog_file(path: str | Path) -> dict[str, Any]:
 
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = load_yaml_text(path.read_text())
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CatalogError(f"catalog file not found: {path}") from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise CatalogError(f"{path}: not a UTF-8 YAML file ({type(exc).__name__})") from None
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(data, dict):
@@ -166,14 +168,17 @@ def gpu_from_dict(name: str, raw: Mapping[str, Any]) -> Gpu:
     eff = dict(raw.get("efficiency", {}))
     raw["efficiency"] = eff
     gpu = _build(Gpu, name, raw, {"scale_up": ScaleUp, "efficiency": Efficiency})
-    for key in ("hbm_bytes", "hbm_bw_Bps"):
-        if not getattr(gpu, key) > 0:
-            raise CatalogError(f"hardware {name!r}: {key} must be positive")
+    for key in ("hbm_bytes", "hbm_bw_Bps", "pcie_bw_Bps", "nic_bw_Bps"):
+        value = getattr(gpu, key)
+        if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise CatalogError(f"hardware {name!r}: {key} must be a positive finite number (got {value!r})")
     return gpu
 
 
 def model_from_dict(name: str, raw: Mapping[str, Any]) -> ModelCard:
-    card = _build(ModelCard, name, raw, {"moe": MoeSpec, "mla": MlaSpec})
+    from simserve.catalog.schema import validate_model_card   # the same checks for catalog and inline cards
+
+    card = _build(ModelCard, name, validate_model_card(name, dict(raw)), {"moe": MoeSpec, "mla": MlaSpec})
     for key in ("num_layers", "hidden", "intermediate", "num_heads", "num_kv_heads", "head_dim",
                 "vocab", "max_context"):
         if not int(getattr(card, key)) > 0:

@@ -43,8 +43,8 @@ def sweep_sizes(spec: str) -> list[float]:
     except ValueError:
         raise ConfigError(f"--sweep takes MIN:MAX, e.g. 8B:1GiB; got {spec!r}") from None
     lo, hi = parse_size(lo_text), parse_size(hi_text)
-    if not 0 < lo <= hi:
-        raise ConfigError(f"--sweep needs 0 < MIN <= MAX; got {spec!r}")
+    if not 0 < lo <= hi <= 2 ** 50:
+        raise ConfigError(f"--sweep needs 0 < MIN <= MAX <= 1PiB; got {spec!r}")
     sizes, size = [], lo
     while size <= hi * (1 + 1e-12):
         sizes.append(size)
@@ -150,7 +150,35 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_flags(args) -> None:
+    """Link overrides and sizes through the config schema's own bounds (cluster.links, cluster.nodes):
+    a NaN, negative or zero bandwidth, a negative latency or a huge node count is refused at once."""
+    import math
+
+    from pydantic import ValidationError
+
+    from simserve.config import MAX_NODES, LinksConfig
+
+    links = {k: getattr(args, k) for k in ("scale_up_GBps", "scale_out_GBps", "latency_us")}
+    try:
+        LinksConfig(**links)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-")
+        raise ConfigError(f"{flag} {err.get('input')}: {err['msg']}") from None
+    if not 1 <= args.nodes <= MAX_NODES:
+        raise ConfigError(f"--nodes {args.nodes}: must be 1..{MAX_NODES} (a bigger network takes minutes to build)")
+    if args.sweep is None:
+        size = parse_size(args.bytes)
+        if not 0 < size <= 2 ** 50 or not math.isfinite(size):
+            raise ConfigError(f"--bytes {args.bytes}: must be above 0 and at most 1 PiB")
+    if args.plot:
+        from simserve.export import check_writable_file
+        check_writable_file(args.plot, "--plot")
+
+
 def run(args) -> int:
+    check_flags(args)
     topo, ranks = _setup(args)
     if args.sweep or args.plot:
         sizes = sweep_sizes(args.sweep or "8B:1GiB")

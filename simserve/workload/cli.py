@@ -58,6 +58,9 @@ def run(args) -> int:
     if getattr(args, "workload_command", None) != "describe":
         print("usage: simserve workload describe FILE_OR_PROFILE [--json] [--plot FILE.png]", file=sys.stderr)
         return 2
+    if args.plot:
+        from simserve.export import check_writable_file
+        check_writable_file(args.plot, "--plot")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # the notes are part of the output instead
         stats = describe(args.source, args.format)

@@ -21,8 +21,12 @@ DEFAULT_TRACE = "AzureLLMInferenceTrace_conv.csv.gz"
 FORMATS = ("auto", "azure", "burstgpt", "mooncake", "vidur", "csv", "jsonl")
 
 
+MAX_TOKENS = 10_000_000       # no model serves a context this long: a bigger length is a typo
+MAX_REQUESTS = 10_000_000     # requests are held in memory: 10M is ~10 GB of Python objects
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Distribution(_Strict):
@@ -32,10 +36,10 @@ class Distribution(_Strict):
     max the clipping moves the mean by well under a token for means above ~10 tokens.
     """
     dist: Literal["lognormal", "gamma", "uniform", "fixed"] = "lognormal"
-    mean: float = Field(..., gt=0)
-    cv: float = Field(0.5, ge=0)
-    min: int = Field(1, ge=1)
-    max: Optional[int] = Field(None, ge=1)
+    mean: float = Field(..., gt=0, le=MAX_TOKENS)
+    cv: float = Field(0.5, ge=0, le=100)
+    min: int = Field(1, ge=1, le=MAX_TOKENS)
+    max: Optional[int] = Field(None, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -65,6 +69,9 @@ class LengthsConfig(_Strict):
     def _positive(cls, value, info):
         if isinstance(value, int) and value < 1:
             raise ValueError(f"{info.field_name} must be a positive number of tokens")
+        if isinstance(value, int) and value > MAX_TOKENS:
+            raise ValueError(f"{info.field_name} must be at most {MAX_TOKENS:,} tokens (no model serves a "
+                             f"longer context)")
         return value
 
     @field_validator("profile")
@@ -156,8 +163,8 @@ class WorkloadConfig(_Strict):
     filters: FiltersConfig = FiltersConfig()
     lengths: Optional[LengthsConfig] = None
     arrivals: ArrivalsConfig = ArrivalsConfig()
-    num_requests: Optional[int] = Field(None, ge=1)
-    duration_s: Optional[float] = Field(None, gt=0)
+    num_requests: Optional[int] = Field(None, ge=1, le=MAX_REQUESTS)
+    duration_s: Optional[float] = Field(None, gt=0, le=1e8)
     context_overflow: Literal["truncate", "reject"] = "truncate"
     strict: bool = False
 

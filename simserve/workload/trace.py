@@ -5,7 +5,9 @@ kept), so a 27-million-row trace costs ~0.6 GB, not the ~10 GB a list of tuples 
 """
 from __future__ import annotations
 
+import gzip
 import warnings
+import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +85,21 @@ def _rows(path: Path, fmt: str, columns: Optional[Columns], filters: dict[str, s
 def load_trace(trace: str | Path, fmt: str = "auto", columns: Optional[Columns] = None,
                model=None, log_type=None, strict: bool = False,
                max_rows: Optional[int] = None) -> TraceData:
+    """`_read_trace`, with unreadable bytes (not UTF-8, a broken or truncated gzip stream) reported
+    as one line naming the file instead of a decoder's traceback."""
+    try:
+        return _read_trace(trace, fmt, columns, model, log_type, strict, max_rows)
+    except UnicodeDecodeError as exc:
+        raise WorkloadError(f"{Path(str(trace)).name}: not UTF-8 text (byte {exc.start} of the decoded stream: "
+                            f"{exc.reason}); traces are UTF-8 CSV or JSON lines, optionally gzipped") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise WorkloadError(f"{Path(str(trace)).name}: not a readable gzip file ({exc or type(exc).__name__}); "
+                            f"truncated or not gzip") from None
+    except IsADirectoryError:
+        raise WorkloadError(f"{trace}: is a directory, not a trace file") from None
+
+
+def _read_trace(trace, fmt, columns, model, log_type, strict, max_rows) -> TraceData:
     """Read, validate and time-sort a trace.
 
     `max_rows` stops reading after that many kept rows (file order): used when a run asks for
