@@ -103,6 +103,9 @@ class ParallelismConfig(Strict):
 class CollectivesConfig(Strict):
     allreduce: str = "auto"
     alltoall: Literal["auto", "direct", "pairwise"] = "direct"   # MoE dispatch/combine (NCCL/DeepEP send to all peers at once)
+    # graph: CUDA graphs (serving engines replay their steps; only the library's own latency);
+    # eager: a host launch per collective on top (nccl-tests' default; topologies.yaml eager_launch_us)
+    launch: Literal["graph", "eager"] = "graph"
 
     @model_validator(mode="after")
     def _known(self):

@@ -195,7 +195,7 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
     gpu = get_hardware(cfg.cluster.hardware)
     check_layout(cfg, model)
     par = cfg.parallelism
-    topology = topology_for_cluster(cfg.cluster)
+    topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch)
     is_moe = model.moe is not None
     group = moe_layout(cfg).gpus if is_moe else par.tp     # GPUs per replica stage
     placement = place(group, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)

@@ -46,14 +46,17 @@ def test_small_allreduce_latency_matches_ncclss_model():
     assert time_s == pytest.approx(15.0e-6, rel=0.01)
 
 
-def test_latency_bound_below_64KB_bandwidth_bound_above_64MB():
+def test_latency_bound_below_64KB_bandwidth_bound_above_256MB():
     # The shape of nccl-tests curves (issue 3): flat time for small messages, flat busbw for large.
+    # The plateau starts near 256 MB: below it the Simple protocol's 14 x 3.4 us step latencies
+    # (NCCL tuning.cc, comm.md 1.3) still cost >10% (NCCL's own model gives 86% at 64 MiB).
     ranks = range(8)
     t_8B, _ = collective_time(DGX_H100, "allreduce", "ring", ranks, 8)
     t_64K, _ = collective_time(DGX_H100, "allreduce", "ring", ranks, 64 * KiB)
     assert t_64K < 1.1 * t_8B
     big = busbw_GBps(DGX_H100, "allreduce", "ring", ranks, GiB)
-    assert busbw_GBps(DGX_H100, "allreduce", "ring", ranks, 64 * MiB) > 0.9 * big
+    assert busbw_GBps(DGX_H100, "allreduce", "ring", ranks, 256 * MiB) > 0.9 * big
+    assert busbw_GBps(DGX_H100, "allreduce", "ring", ranks, 64 * MiB) < 0.9 * big
 
 
 def crossover_bytes(topo, ranks):
@@ -69,27 +72,21 @@ def crossover_bytes(topo, ranks):
     return hi
 
 
-def test_recursive_doubling_beats_ring_small_loses_large_and_crossover_moves_with_gpus():
-    # alpha-beta: crossover where (2(n-1) - log2 n) alpha = (log2 n - 2(n-1)/n) S/B, i.e. 8 alpha B
-    # at n=4 and 8.8 alpha B at n=8 (comm.md 1.2); both near 2 MB with NCCL's alpha and B.
-    x4 = crossover_bytes(DGX_H100, range(4))
+def test_recursive_doubling_beats_ring_small_loses_large():
+    # alpha-beta: log2 n steps against 2(n-1), but the full vector every step (comm.md 1.2); both
+    # priced in the same protocols (LL / LL128 / Simple, NCCL tuning.cc), so the crossover sits where
+    # the bandwidth term overtakes 2(n-1) - log2 n step latencies: MBs on NVLink, sooner on A100.
     x8 = crossover_bytes(DGX_H100, range(8))
-    assert 256 * KiB < x4 < x8 < 16 * MiB
-    assert x8 / x4 == pytest.approx(8.8 / 8, rel=0.02)
-    x8_a100 = crossover_bytes(build_topology("a100"), range(8))
-    assert x8_a100 < x8              # slower links: bandwidth matters sooner
+    assert 1 * MiB < x8 < 32 * MiB
+    assert crossover_bytes(build_topology("a100"), range(8)) < x8     # slower links: bandwidth matters sooner
 
 
-@pytest.mark.parametrize("nbytes", [128 * KiB, 512 * KiB, 2 * MiB])
-def test_two_nodes_hierarchical_and_recursive_doubling_beat_flat_ring_well_over_1_5x(nbytes):
-    # Seed 001 (NVRAR, arXiv 2511.09557): 1.9-3.6x lower latency than NCCL at 128 KB-2 MB across nodes.
-    # Our flat ring waits on the inter-node step in every one of its 30 phase-synchronous steps, so
-    # the gap here is larger than against NCCL's pipelined multi-channel rings; we assert the claim.
-    ranks = range(16)
-    ring, _ = collective_time(TWO_DGX_H100, "allreduce", "ring", ranks, nbytes)
-    hier, _ = collective_time(TWO_DGX_H100, "allreduce", "hierarchical", ranks, nbytes)
-    rd, _ = collective_time(TWO_DGX_H100, "allreduce", "recursive_doubling", ranks, nbytes)
-    assert ring / hier > 1.5 and ring / rd > 1.5
+def test_two_node_small_allreduce_pays_network_latency_only_on_inter_node_steps():
+    # A lock-step ring paid the 3.7 us network step on all 30 steps (~120 us at 128 KB, issue 12);
+    # pipelined, only the inter-node steps pay it, and NCCL's tree is quicker still.
+    ring, _ = collective_time(TWO_DGX_H100, "allreduce", "ring", range(16), 128 * KiB)
+    tree, _ = collective_time(TWO_DGX_H100, "allreduce", "tree", range(16), 128 * KiB)
+    assert tree < ring < 60e-6
 
 
 def test_auto_chooses_by_size_and_reports_its_choice():
@@ -98,10 +95,11 @@ def test_auto_chooses_by_size_and_reports_its_choice():
     _, big = collective_time(DGX_H100, "allreduce", "auto", range(8), GiB)
     _, small = collective_time(DGX_H100, "allreduce", "auto", range(8), 8)
     assert big == "nvls" and small == "one_shot"
+    # across nodes auto chooses among what NCCL's tuner has (ring, tree), not hierarchical / RD
     _, across = collective_time(TWO_DGX_H100, "allreduce", "auto", range(16), 16 * MiB)
-    assert across == "hierarchical"
+    assert across in ("ring", "tree")
     _, mesh = collective_time(MI300X, "allreduce", "auto", range(8), GiB)
-    assert mesh in ("ring", "halving_doubling")
+    assert mesh == "ring"
 
 
 def test_doubling_link_bandwidth_shortens_a_large_allreduce():
@@ -177,17 +175,27 @@ def test_exact_collectives_on_the_same_links_share_bandwidth():
     assert min(d for _, d in out) > 1.8 * alone       # two equal rings on the same ports: ~2x
 
 
-def test_fast_plays_a_collective_that_overlaps_a_replay():
-    env = simpy.Environment()
-    comm = Communicator(env, Network(env, DGX_H100), "fast")
+def test_fast_turns_a_replay_back_into_flows_when_a_collective_overlaps_it():
+    # the first all-reduce starts on idle links and replays; the second finds them held and is
+    # played, which turns the first back into flows at that instant: both then share the ports
+    # exactly as in `exact` (before issue 12 part 6 the replay kept its idle-network time)
+    def run(fidelity):
+        env = simpy.Environment()
+        comm = Communicator(env, Network(env, DGX_H100), fidelity)
+        out = []
 
-    def one():
-        yield from comm.run("allreduce", range(8), 64 * MiB, algo="ring")
+        def one():
+            out.append((yield from comm.run("allreduce", range(8), 64 * MiB, algo="ring")))
 
-    env.process(one())
-    env.process(one())
-    env.run()
-    assert comm.replayed == 1 and comm.played == 1
+        env.process(one())
+        env.process(one())
+        env.run()
+        return out, comm
+
+    fast, comm = run("fast")
+    exact, _ = run("exact")
+    assert comm.played == 2 and comm.replayed == 0
+    assert [d for _, d in fast] == pytest.approx([d for _, d in exact], rel=1e-9)
 
 
 def test_communicator_rejects_unknown_fidelity_and_algorithm():

@@ -61,9 +61,12 @@ def exhaustive(spec, store: ProbeStore) -> dict[str, tuple[str, float]]:
                     meeting.append((k, row))
             if meeting:
                 k, row = max(meeting, key=lambda m: m[0])
-                ranked.append((-at_rate(row)[0] / layout.num_gpus, layout.replica_gpus, layout.name))
-    if ranked:      # the planner's order: goodput per GPU, then fewer GPUs per replica, then name
-        neg, _, name = min(ranked)
+                goodput, tokens = at_rate(row)
+                ranked.append((-goodput / layout.num_gpus, -tokens / layout.num_gpus, layout.replica_gpus,
+                               layout.name))
+    if ranked:      # the planner's order (plan.report.rank): goodput per GPU, then cost per output
+        # token (one GPU price here: more output tokens/s per GPU), fewer GPUs per replica, name
+        neg, _, _, name = min(ranked)
         best[spec.models[0]] = (name, -neg)
     return best
 

@@ -65,7 +65,7 @@ def _ag_rs(op, algo, ranks, nbytes, topo) -> Schedule:
     if n == 1:
         return Schedule(op, algo, ranks, nbytes, (), (nbytes,), block_owner=ranks)
     if algo == "ring":
-        rings = ring_channels(ranks, topo.direct)
+        rings = ring_channels(ranks, topo.direct, topo.node_of, getattr(topo, "nics_per_node", 1))
         nblocks = len(rings) * n
         bb = (nbytes / nblocks,) * nblocks
         owner = [0] * nblocks

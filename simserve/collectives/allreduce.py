@@ -11,7 +11,6 @@ config's allowed values (`collectives.allreduce`), the CLI help and `simserve ca
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -22,9 +21,6 @@ from simserve.collectives.schedule import Move, Schedule, SwitchReduce, make_pha
 from simserve.errors import ConfigError
 from simserve.registry import Registry
 
-# Tree pipelining: NCCL's Simple protocol moves 512 KiB slices (NCCL_BUFFSIZE 4 MiB / NCCL_STEPS 8).
-TREE_CHUNK_BYTES = 512 * 1024
-TREE_MAX_CHUNKS = 64          # bounds the phases of a huge message; pipeline fill then costs <~10%
 
 
 def _always(topology, ranks, nbytes) -> bool:
@@ -37,6 +33,13 @@ class AllReduceAlgorithm:
     applies: Callable = _always
     priority: int = 100
     description: str = ""
+    # "ring" or "tree": whose protocol tables (collectives.protocols) price its steps; None: played
+    # at the links' effective bandwidth with the topology's launch cost (the engines' custom
+    # kernels and NVLS, which are not NCCL/RCCL protocols)
+    family: str | None = None
+    # True: slices stream through (one batch of flows after the critical path's latency, like
+    # NCCL's rings and trees); False: phase by phase, each phase waiting for the previous one
+    pipelined: bool = True
 
 
 ALLREDUCE: Registry[AllReduceAlgorithm] = Registry("all-reduce algorithm")
@@ -83,17 +86,16 @@ def _nvls_applies(topology, ranks, nbytes) -> bool:
     return _one_node(topology, ranks) and topology.nvls and len(ranks) > 1
 
 
-def _hierarchical_applies(topology, ranks, nbytes) -> bool:
-    if _one_node(topology, ranks):
-        return False
-    sizes = {len(g) for g in by_node(ranks, topology)}
-    return len(sizes) == 1 and sizes.pop() > 1
+def _never(topology, ranks, nbytes) -> bool:
+    """Not among what NCCL's or RCCL's tuner picks from (ring, tree, NVLS; comm.md 1.3) nor an
+    engine's custom kernel: run only when the config names it."""
+    return False
 
 
 # ---- the built-in algorithms ---------------------------------------------------------------------
 
 def build_ring(ranks, nbytes, topo) -> Schedule:
-    rings = ring_channels(ranks, topo.direct)
+    rings = ring_channels(ranks, topo.direct, topo.node_of, getattr(topo, "nics_per_node", 1))
     n = len(ranks)
     nblocks = len(rings) * n
     bb = (nbytes / nblocks,) * nblocks
@@ -123,28 +125,36 @@ def build_halving_doubling(ranks, nbytes, topo) -> Schedule:
 
 
 def build_tree(ranks, nbytes, topo) -> Schedule:
-    """Two mirrored binary trees (NCCL's double binary tree), each reducing and broadcasting half
-    of the data in pipelined chunks."""
-    n = len(ranks)
-    chunks = max(1, min(TREE_MAX_CHUNKS, math.ceil(nbytes / 2 / TREE_CHUNK_BYTES)))
-    bb = (nbytes / (2 * chunks),) * (2 * chunks)
-    trees = [tree_levels(n, mirrored=False), tree_levels(n, mirrored=True)]
-    depth = max(d for _, _, d in trees[0])
-    # stages: reduce from the deepest level up, then broadcast from the root down
-    stages = [("reduce", d) for d in range(depth, 0, -1)] + [("bcast", d) for d in range(1, depth + 1)]
-    phases: list[list[Move]] = [[] for _ in range(chunks + len(stages) - 1)]
-    for t, edges in enumerate(trees):
-        for c in range(chunks):
-            block = (t * chunks + c,)
-            for s, (kind, d) in enumerate(stages):
-                for child, parent, level in edges:
-                    if level != d:
-                        continue
-                    if kind == "reduce":
-                        phases[c + s].append(transfer(ranks[child], ranks[parent], block, bb, reduce=True))
-                    else:
-                        phases[c + s].append(transfer(ranks[parent], ranks[child], block, bb))
-    return schedule("tree", ranks, nbytes, phases, bb, f"2 trees x {chunks} pipelined chunk(s), depth {depth}")
+    """NCCL's tree all-reduce: inside each node a chain from the node's head GPU; between nodes a
+    binary tree over the heads, mirrored on every other channel (the double binary tree); reduce
+    up, broadcast down. Channels: one per NIC across nodes (heads on different rails), two on
+    one node. Pipelined: played as one batch of flows after the chain's latency (comm.player)."""
+    groups = by_node(ranks, topo)
+    g = min(len(m) for m in groups)
+    if len({len(m) for m in groups}) != 1:
+        groups, g = [list(ranks)], len(ranks)       # uneven nodes: one chain through everyone
+    channels = 2 if len(groups) == 1 else max(2, min(g, getattr(topo, "nics_per_node", 1)))
+    bb = (nbytes / channels,) * channels
+    per_channel = [_tree_channel(groups, g, c, channels, bb) for c in range(channels)]
+    levels = max(d for _, _, d in tree_levels(len(groups), False)) if len(groups) > 1 else 0
+    return schedule("tree", ranks, nbytes, merge_parallel(per_channel), bb,
+                    f"{channels} channel(s): {len(groups)} node chain(s) of {g}, inter-node depth {levels}")
+
+
+def _tree_channel(groups, g, c, channels, bb) -> list[list[Move]]:
+    step = max(1, g // channels)
+    head = (c * step) % g
+    chains = [[members[(head + k) % g] for k in range(g)] for members in groups]
+    edges = tree_levels(len(groups), mirrored=bool(c % 2)) if len(groups) > 1 else []
+    depth = max((d for _, _, d in edges), default=0)
+    block = (c,)
+    up = [[transfer(ch[k + 1], ch[k], block, bb, reduce=True) for ch in chains] for k in range(g - 2, -1, -1)]
+    up += [[transfer(chains[child][0], chains[parent][0], block, bb, reduce=True)
+            for child, parent, level in edges if level == d] for d in range(depth, 0, -1)]
+    down = [[transfer(chains[parent][0], chains[child][0], block, bb)
+             for child, parent, level in edges if level == d] for d in range(1, depth + 1)]
+    down += [[transfer(ch[k], ch[k + 1], block, bb) for ch in chains] for k in range(g - 1)]
+    return up + down
 
 
 def build_one_shot(ranks, nbytes, topo) -> Schedule:
@@ -208,18 +218,24 @@ def build_hierarchical(ranks, nbytes, topo) -> Schedule:
                     f"{len(groups)} nodes x {g_size} GPUs, {len(rings_local)} intra ring(s), RD inter")
 
 
-# registration order is the listing order; priority is auto's tie-break order (as before the registry)
-ALLREDUCE.register("ring", AllReduceAlgorithm(build_ring, priority=0, description="ring RS + AG (NCCL Ring)"))
-ALLREDUCE.register("recursive_doubling", AllReduceAlgorithm(build_recursive_doubling, priority=2,
+# registration order is the listing order; priority is auto's tie-break order. `auto` chooses what
+# the library's tuner would (ring, tree, NVLS) plus the engine's custom kernels within their caps.
+ALLREDUCE.register("ring", AllReduceAlgorithm(build_ring, priority=0, description="ring RS + AG (NCCL Ring)",
+                                              family="ring"))
+ALLREDUCE.register("recursive_doubling", AllReduceAlgorithm(build_recursive_doubling, _never, family="ring", pipelined=False,
+                                                      priority=2,
                                                             description="full vector exchanged log2 N times"))
-ALLREDUCE.register("halving_doubling", AllReduceAlgorithm(build_halving_doubling, priority=3,
+ALLREDUCE.register("halving_doubling", AllReduceAlgorithm(build_halving_doubling, _never, family="ring", pipelined=False,
+                                                      priority=3,
                                                           description="Rabenseifner: recursive halving RS + doubling AG"))
-ALLREDUCE.register("tree", AllReduceAlgorithm(build_tree, priority=1, description="NCCL double binary tree"))
+ALLREDUCE.register("tree", AllReduceAlgorithm(build_tree, priority=1, family="tree",
+                                              description="NCCL tree: node chains + double binary tree"))
 ALLREDUCE.register("nvls", AllReduceAlgorithm(build_nvls, _nvls_applies, priority=6,
                                               description="NVLink SHARP in-switch reduction"))
 ALLREDUCE.register("one_shot", AllReduceAlgorithm(build_one_shot, _custom_applies, priority=4,
                                                   description="vLLM/TRT-LLM one-shot custom kernel"))
 ALLREDUCE.register("two_shot", AllReduceAlgorithm(build_two_shot, _custom_applies, priority=5,
                                                   description="vLLM/TRT-LLM two-shot custom kernel"))
-ALLREDUCE.register("hierarchical", AllReduceAlgorithm(build_hierarchical, _hierarchical_applies, priority=7,
+ALLREDUCE.register("hierarchical", AllReduceAlgorithm(build_hierarchical, _never, family="ring", pipelined=False,
+                                                      priority=7,
                                                       description="intra RS, inter RD, intra AG (NVRAR)"))

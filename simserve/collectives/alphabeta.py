@@ -6,14 +6,14 @@ launch_s: fixed cost per call. S follows nccl-tests: the full vector for all-red
 for all-gather and reduce-scatter, each rank's send buffer for all-to-all.
 
 `alpha_beta_time` derives alpha and the bandwidths from a Topology for the symmetric cases (one
-NVSwitch or mesh node; hierarchical over rail-aligned nodes). On an idle network a played schedule
+NVSwitch or mesh node; hierarchical over rail-aligned nodes); rings are pipelined and take the
+protocol NCCL's tuner would (`pipelined_ring_s`). On an idle network a played schedule
 whose transfers do not contend takes exactly this long; tests check that to float precision.
 """
 from __future__ import annotations
 
 import math
 
-from simserve.collectives.rings import ring_channels
 from simserve.errors import ConfigError
 
 
@@ -92,7 +92,7 @@ def alpha_beta_time(topology, op: str, algo: str, ranks, S: float) -> float:
     ranks = tuple(ranks)
     n = len(ranks)
     nodes = sorted({topology.node_of(r) for r in ranks})
-    launch = topology.launch_latency_s
+    launch = topology.launch_latency_s + topology.comm.launch_s
     gamma = topology.reduce_s_per_B
     if n == 1:
         return launch
@@ -102,26 +102,32 @@ def alpha_beta_time(topology, op: str, algo: str, ranks, S: float) -> float:
     if algo == "hierarchical" and len(nodes) > 1:
         G = n // len(nodes)
         local = [r for r in ranks if topology.node_of(r) == nodes[0]]
-        channels = len(ring_channels(local, topology.direct))
-        intra_bw = _port_bw(topology, local[0], local[1]) * (channels if topology.fabric == "mesh" else 1)
+        intra_bw = _port_bw(topology, local[0], local[1]) * (len(local) - 1 if topology.fabric == "mesh" else 1)
         other = next(r for r in ranks if topology.node_of(r) != nodes[0])
-        return hierarchical_allreduce_s(len(nodes), G, S, topology.path_latency_s(local[0], local[1]), intra_bw,
-                                        topology.path_latency_s(local[0], other),
-                                        topology.path_bw_Bps(local[0], other), gamma, launch)
+        intra_kinds = topology.kinds_of(topology.path(local[0], local[1]))
+        inter_kinds = topology.kinds_of(topology.path(local[0], other))
+        model = topology.comm
+        return min(hierarchical_allreduce_s(
+            len(nodes), G, S, model.hop_latency_s("ring", p, intra_kinds, True),
+            intra_bw * model.bandwidth_factor("ring", p, len(nodes)), model.hop_latency_s("ring", p, inter_kinds, True),
+            topology.path_bw_Bps(local[0], other) * model.bandwidth_factor("ring", p, len(nodes)), gamma,
+            model.base_latency_s("ring", p) + model.launch_s) for p in model.protocols)
     if len(nodes) > 1:
         raise ConfigError("closed forms cover one node (or hierarchical across nodes)")
     alpha = topology.path_latency_s(a, b)
     link = _port_bw(topology, a, b)
     mesh = topology.fabric == "mesh"
     fan_bw = link * (n - 1) if mesh else link          # a pattern that talks to every peer at once
+    ring_bw = link * (n - 1) if mesh else link      # packed mesh rings load all n-1 member links
     if op == "allreduce":
         if algo == "ring":
-            bw = link * len(ring_channels(ranks, topology.direct)) if mesh else link
-            return ring_allreduce_s(n, S, alpha, bw, gamma, launch)
+            return pipelined_ring_s(topology, op, n, S, ring_bw, (a, b))
         if algo == "recursive_doubling":
-            return recursive_doubling_allreduce_s(n, S, alpha, link, gamma, launch)
+            return _in_protocols(topology, (a, b), lambda al, f, la: recursive_doubling_allreduce_s(
+                n, S, al, link * f, gamma, la))
         if algo == "halving_doubling":
-            return halving_doubling_allreduce_s(n, S, alpha, link, gamma, launch)
+            return _in_protocols(topology, (a, b), lambda al, f, la: halving_doubling_allreduce_s(
+                n, S, al, link * f, gamma, la))
         if algo == "one_shot":
             return one_shot_allreduce_s(n, S, alpha, fan_bw, gamma, launch)
         if algo == "two_shot":
@@ -131,15 +137,16 @@ def alpha_beta_time(topology, op: str, algo: str, ranks, S: float) -> float:
     elif op in ("allgather", "reducescatter"):
         reduce = op == "reducescatter"
         if algo == "ring":
-            bw = link * len(ring_channels(ranks, topology.direct)) if mesh else link
-            return ring_gather_s(n, S, alpha, bw, gamma, launch, reduce)
+            return pipelined_ring_s(topology, op, n, S, ring_bw, (a, b))
         if algo in ("recursive_doubling", "halving_doubling"):
             if mesh:
                 raise ConfigError("recursive doubling on a mesh sends different amounts per step over one link; "
                                   "no single-bandwidth closed form")
-            return doubling_gather_s(n, S, alpha, link, gamma, launch, reduce)
+            return _in_protocols(topology, (a, b), lambda al, f, la: doubling_gather_s(
+                n, S, al, link * f, gamma, la, reduce))
         if algo == "direct":
-            return direct_gather_s(n, S, alpha, fan_bw, gamma, launch, reduce)
+            return _in_protocols(topology, (a, b), lambda al, f, la: direct_gather_s(
+                n, S, al, fan_bw * f, gamma, la, reduce))
     elif op == "alltoall":
         if algo == "direct":
             return direct_alltoall_s(n, S, alpha, fan_bw, launch)
@@ -148,6 +155,28 @@ def alpha_beta_time(topology, op: str, algo: str, ranks, S: float) -> float:
     elif op == "sendrecv":
         return sendrecv_s(S, alpha, link, launch)
     raise ConfigError(f"no closed form for {algo} {op} (its transfers contend; play it on the network)")
+
+
+def _in_protocols(topology, pair, time_fn) -> float:
+    """A phased algorithm priced in each of the library's protocols (step latency, bandwidth
+    factor, base latency; collectives.protocols), the fastest taken, as the tuner would."""
+    model = topology.comm
+    kinds = topology.kinds_of(topology.path(*pair))
+    return min(time_fn(model.hop_latency_s("ring", p, kinds, False), model.bandwidth_factor("ring", p, 1),
+                       model.base_latency_s("ring", p) + model.launch_s) for p in model.protocols)
+
+
+def pipelined_ring_s(topology, op, n, S, bw_Bps, pair) -> float:
+    """One node's pipelined ring in the protocol the tuner picks: min over protocols of
+    base + steps x hop latency + ring bytes / (bw x protocol factor) (NCCL tuning.cc, comm.md 1.3),
+    plus the eager launch cost when there is one."""
+    model = topology.comm
+    kinds = topology.kinds_of(topology.path(*pair))
+    steps = 2 * (n - 1) if op == "allreduce" else n - 1
+    ring_bytes = steps / n * S
+    return model.launch_s + min(model.base_latency_s("ring", p) + steps * model.hop_latency_s("ring", p, kinds, False)
+                                + ring_bytes / (bw_Bps * model.bandwidth_factor("ring", p, 1))
+                                for p in model.protocols)
 
 
 def _port_bw(topology, a, b) -> float:

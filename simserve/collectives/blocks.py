@@ -12,8 +12,9 @@ class TopologyFacts:
     """What schedule builders need to know about where ranks sit (duck-typed by network.Topology)."""
 
     def __init__(self, node_of: Callable[[int], int] = lambda r: 0,
-                 direct: Callable[[int, int], bool] = lambda a, b: False, nvls: bool = False):
-        self.node_of, self.direct, self.nvls = node_of, direct, nvls
+                 direct: Callable[[int, int], bool] = lambda a, b: False, nvls: bool = False,
+                 nics_per_node: int = 1):
+        self.node_of, self.direct, self.nvls, self.nics_per_node = node_of, direct, nvls, nics_per_node
 
 
 def is_pow2(n: int) -> bool:

@@ -1,14 +1,24 @@
-"""Ring channels: how many rings a group can run at once on disjoint links, as RCCL does on a mesh.
+"""Ring channels: which rings a group runs at once, and on which links.
 
-On a switch (NVSwitch, PCIe, the scale-out network) one ring already uses every GPU's single port in
-each direction, so more rings would only share it: one channel. On a full mesh each pair of GPUs
-has its own link, so edge-disjoint directed Hamiltonian cycles of the group run side by side, each
-on links of its own: a TP8 group on an 8-GPU xGMI mesh gets 7 rings (all 7 links of every GPU), a
-TP2 group one ring over its single link pair, a TP4 group 2 rings (the complete directed graph on 4
-or 6 vertices has no decomposition into n-1 Hamiltonian cycles: Tillson 1980).
+One node, switch (NVSwitch, PCIe): one ring already uses every GPU's single port in each
+direction, so more rings would only share it (in the fluid model extra channels change nothing):
+one channel.
+One node, full mesh: each pair of GPUs has its own link. Edge-disjoint directed Hamiltonian cycles
+run side by side on links of their own: a TP8 group on an 8-GPU xGMI mesh gets 7 rings (all 7 links
+of every GPU), TP2 one ring. The complete directed graph on 4 or 6 vertices has no decomposition
+into n-1 Hamiltonian cycles (Tillson 1980), so there every directed Hamiltonian cycle runs, each
+with an equal share of the data: every directed link carries (n-2)! of them at a fractional rate,
+and each GPU still sends on all n-1 of its member links (TP4: 6 rings, 3 links' worth; RCCL builds
+its mesh rings from the same graph search over the xGMI links, ROCm/rccl src/graph/search.cc).
+Several nodes: NCCL runs one channel per NIC (rail), each ring entering a node through one NIC
+and leaving through the next node's NIC of the same rail, so a node's NICs carry the inter-node
+traffic together (NCCL's ring graph search pairs a channel with a NIC, src/graph/search.cc; with
+PXN the NIC used is the rail's, docs "NCCL_PXN_DISABLE"). Channel c enters node m at local GPU
+(c*step + m) mod g and leaves from the next one, so the next node is entered on the same rail.
 """
 from __future__ import annotations
 
+import itertools
 import random
 from functools import lru_cache
 from typing import Callable, Sequence
@@ -66,11 +76,42 @@ def _search(n: int, target: int):
     return tuple(cycles) if extend([0], {0}) else None
 
 
-def ring_channels(ranks: Sequence[int], direct: Callable[[int, int], bool]) -> tuple[tuple[int, ...], ...]:
-    """Rings (orders of ranks) to run concurrently: disjoint cycles if every pair has a direct
-    link, else one ring in the given order."""
+@lru_cache(maxsize=None)
+def mesh_cycles(n: int) -> tuple[tuple[int, ...], ...]:
+    """Cycles that load every directed edge of the complete graph on n vertices equally: n-1
+    disjoint ones where they exist, else all (n-1)! directed Hamiltonian cycles (n = 4, 6)."""
+    cycles = disjoint_hamiltonian_cycles(n)
+    if n > 2 and len(cycles) < n - 1:
+        return tuple((0,) + rest for rest in itertools.permutations(range(1, n)))
+    return cycles
+
+
+def ring_channels(ranks: Sequence[int], direct: Callable[[int, int], bool],
+                  node_of: Callable[[int], int] | None = None, nics_per_node: int = 1) -> tuple[tuple[int, ...], ...]:
+    """Rings (orders of ranks) to run concurrently (module doc)."""
     ranks = tuple(ranks)
     n = len(ranks)
+    if node_of is not None:
+        nodes: dict[int, list[int]] = {}
+        for r in ranks:
+            nodes.setdefault(node_of(r), []).append(r)
+        sizes = {len(m) for m in nodes.values()}
+        if len(nodes) > 1 and len(sizes) == 1:
+            return _rail_rings(list(nodes.values()), sizes.pop(), max(1, nics_per_node))
     if n > 2 and all(direct(a, b) for a in ranks for b in ranks if a != b):
-        return tuple(tuple(ranks[i] for i in cycle) for cycle in disjoint_hamiltonian_cycles(n))
+        return tuple(tuple(ranks[i] for i in cycle) for cycle in mesh_cycles(n))
     return (ranks,)
+
+
+def _rail_rings(groups, g: int, nics: int) -> tuple[tuple[int, ...], ...]:
+    channels = min(g, nics)
+    step = g // channels
+    rings = []
+    for c in range(channels):
+        ring: list[int] = []
+        for m, members in enumerate(groups):
+            entry = (c * step + m) % g
+            order = [entry] + [(entry + k) % g for k in range(2, g)] + ([(entry + 1) % g] if g > 1 else [])
+            ring += [members[i] for i in order]
+        rings.append(tuple(ring))
+    return tuple(rings)

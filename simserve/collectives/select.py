@@ -18,13 +18,12 @@ def candidates(op: str, topology, ranks, nbytes: float) -> list[str]:
     """Algorithms that apply to this op, group and topology (in a stable order)."""
     if op not in ALGORITHMS:
         raise ConfigError(f"unknown collective op {op!r}; choose one of {', '.join(ALGORITHMS)}")
-    n = len(ranks)
-    pow2 = n & (n - 1) == 0
     if op == "allreduce":
         usable = [name for name in ALLREDUCE if ALLREDUCE.get(name).applies(topology, ranks, nbytes)]
         return sorted(usable, key=lambda name: ALLREDUCE.get(name).priority)
-    if op == "allgather":
-        return ["ring", "direct"] + (["recursive_doubling"] if pow2 else [])
-    if op == "reducescatter":
-        return ["ring", "direct"] + (["halving_doubling"] if pow2 else [])
+    if op in ("allgather", "reducescatter"):
+        # NCCL's tuner prices ring, PAT (one GPU per node), NVLS and CollNet for these
+        # (tuning.cc ncclTopoTuneModel); of those simserve has the ring. Direct and recursive
+        # doubling/halving run when named.
+        return ["ring"]
     return list(ALGORITHMS[op])

@@ -46,7 +46,7 @@ class BoundedMemo:
 class CollectiveCache:
     """The communication layer's memo tables for one topology."""
 
-    TABLES = ("compiled", "idle_time", "auto", "idle_phase")
+    TABLES = ("compiled", "idle_time", "auto", "idle_phase", "shape", "unit_phase")
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES):
         self.max_entries = max_entries

@@ -72,7 +72,7 @@ def _setup(args):
         raise ConfigError(f"topology {spec.name} has {spec.gpus_per_node} GPUs per node; "
                           f"--gpus {args.gpus} over {nodes} node(s) needs {per_node}")
     topo = build_topology(gpu, nodes=nodes, name=spec.name, scale_up_GBps=args.scale_up_GBps,
-                          scale_out_GBps=args.scale_out_GBps, latency_us=args.latency_us)
+                          scale_out_GBps=args.scale_out_GBps, latency_us=args.latency_us, launch=args.launch)
     ranks = [node * topo.gpus_per_node + i for node in range(nodes) for i in range(per_node)]
     if args.op == "sendrecv":
         ranks = [ranks[0], ranks[-1]]
@@ -81,19 +81,26 @@ def _setup(args):
 
 def measure(topo, op: str, algo: str, ranks, nbytes: float) -> dict:
     from simserve.comm.communicator import collective_time
+    from simserve.comm.player import compiled
 
     time_s, used = collective_time(topo, op, algo, ranks, nbytes)
+    program = compiled(topo, op, used, ranks, nbytes)
     algbw = nbytes / time_s / 1e9 if time_s > 0 else 0.0
-    return {"op": op, "algorithm": used, "requested": algo, "bytes": nbytes, "gpus": len(ranks),
+    return {"op": op, "algorithm": used, "protocol": program.protocol or "-", "notes": program.notes,
+            "launch": topo.comm.launch, "requested": algo, "bytes": nbytes, "gpus": len(ranks),
             "nodes": topo.nodes, "topology": topo.name, "hardware": topo.gpu.name, "time_s": time_s,
             "time_us": time_s * 1e6, "algbw_GBps": algbw, "busbw_GBps": algbw * busbw_factor(op, len(ranks))}
 
 
 def _table(rows) -> str:
-    lines = [f"{'size(B)':>14} {'time(us)':>11} {'algbw(GB/s)':>12} {'busbw(GB/s)':>12}  algorithm"]
+    lines = [f"{'size(B)':>14} {'count':>12} {'type':>6} {'redop':>6} {'time(us)':>11} {'algbw(GB/s)':>12} "
+             f"{'busbw(GB/s)':>12}  algorithm protocol  channels"]
     for r in rows:
-        lines.append(f"{r['bytes']:>14.0f} {r['time_us']:>11.2f} {r['algbw_GBps']:>12.2f} "
-                     f"{r['busbw_GBps']:>12.2f}  {r['algorithm']}")
+        count = int(r["bytes"] // 2)          # elements of bf16, as nccl-tests -d bfloat16
+        redop = "sum" if r["op"] in ("allreduce", "reducescatter") else "none"
+        lines.append(f"{r['bytes']:>14.0f} {count:>12d} {'bf16':>6} {redop:>6} {r['time_us']:>11.2f} "
+                     f"{r['algbw_GBps']:>12.2f} {r['busbw_GBps']:>12.2f}  {r['algorithm']:<9} "
+                     f"{r['protocol']:<9} {r['notes'].split('; ')[-1]}")
     return "\n".join(lines)
 
 
@@ -144,6 +151,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--scale-up-GBps", dest="scale_up_GBps", type=float, default=None)
     p.add_argument("--scale-out-GBps", dest="scale_out_GBps", type=float, default=None)
     p.add_argument("--latency-us", dest="latency_us", type=float, default=None)
+    p.add_argument("--launch", default="eager", choices=["eager", "graph"],
+                   help="eager: a host launch per call, as nccl-tests (default); graph: CUDA graphs")
     p.add_argument("--sweep", default=None, metavar="MIN:MAX", help="sizes MIN, 2 MIN, ... MAX")
     p.add_argument("--json", action="store_true", help="with --sweep: a JSON list instead of a table")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="busbw vs size for several algorithms")

@@ -5,9 +5,8 @@ the time it takes on an idle copy of the network, memoised per (op, algorithm, r
 `count` identical back-to-back collectives become one timeout of count x that time. Anything that
 finds its links busy (active flows, or another replay in progress) is played flow by flow, as in
 `exact`. Either way the bytes it moves are added to the network's `bytes_by_kind`.
-Limit: a replay already running is not slowed by traffic that arrives after it started (that
-traffic is played and does not see the replay's load either); configs where collectives of
-different groups share links should use `exact`.
+A replay that traffic reaches before it ends turns back into played flows from where it stands
+(`comm.replay`), so `fast` equals `exact` also where groups share links.
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from simserve.collectives.algorithms import ALGORITHMS
 from simserve.collectives.select import candidates
 from simserve.comm.cache import CollectiveCache, bind, cache_for
 from simserve.comm.player import compiled, idle_time, play
+from simserve.comm.replay import Replay
 from simserve.errors import ConfigError
 from simserve.network.flows import Network
 from simserve.network.topology import Topology
@@ -100,6 +100,25 @@ class Communicator:
         """The compiled program of a concrete algorithm, from this run's cache."""
         return compiled(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
 
+    def _replay(self, program, chosen, ranks, nbytes, matrix, remaining):
+        """Replay `remaining` repetitions; returns how many are still to run (0 unless disturbed)."""
+        duration_s = _idle(self.topology, program.op, chosen, ranks, nbytes, matrix, self.cache)
+        program.account(self.network, remaining)
+        replay = Replay(self.env, self.network, program, duration_s, remaining)
+        yield self.env.timeout(duration_s * remaining) | replay.interrupted
+        if not replay.interrupted.triggered:
+            replay.release()
+            self.replayed += remaining
+            return 0
+        done, event, extra_s, next_phase = replay.interrupted.value
+        yield event
+        if extra_s:
+            yield self.env.timeout(extra_s)
+        yield from play(self.env, self.network, program, next_phase, launch=False)
+        self.replayed += done
+        self.played += 1
+        return remaining - done - 1
+
     @property
     def bytes_by_kind(self) -> dict[str, float]:
         return self.network.bytes_by_kind
@@ -117,14 +136,10 @@ class Communicator:
         remaining = count
         while remaining:
             # each collective is checked when it starts: while other traffic is on its links it is
-            # played flow by flow; the first that finds them idle replays itself and the rest
+            # played flow by flow; the first that finds them idle replays itself and the rest, and
+            # turns back into flows if traffic reaches its links before it ends (comm.replay)
             if self.fidelity == "fast" and not self.network.busy(program.links):
-                duration_s = _idle(self.topology, op, chosen, ranks, nbytes, matrix, self.cache)
-                program.account(self.network, remaining)
-                self.network.reserve(program.links, self.env.now + duration_s * remaining)
-                yield self.env.timeout(duration_s * remaining)
-                self.replayed += remaining
-                remaining = 0
+                remaining = yield from self._replay(program, chosen, ranks, nbytes, matrix, remaining)
             else:
                 yield from play(self.env, self.network, program)
                 self.played += 1

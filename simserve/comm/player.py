@@ -1,4 +1,5 @@
-"""Play a collective schedule on the SimPy network, phase by phase, and time it.
+"""Play a collective schedule on the SimPy network and time it: phase by phase, or, for pipelined
+rings and trees, as one batch of flows after the pipeline's latency (comm.pipeline).
 
 A schedule is first compiled against a topology (routes, latencies, the bytes it puts on each kind
 of link); the compiled form is memoised per (op, algorithm, ranks, bytes) in the run's
@@ -6,47 +7,42 @@ of link); the compiled form is memoised per (op, algorithm, ranks, bytes) in the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import simpy
 
 from simserve.collectives import algorithms
+from simserve.collectives.allreduce import ALLREDUCE
 from simserve.collectives.schedule import Schedule, SwitchReduce
 from simserve.comm.cache import CollectiveCache, cache_for
+from simserve.comm.pipeline import pipelined
+from simserve.comm.program import CompiledPhase, CompiledSchedule
 from simserve.network.flows import Network
 from simserve.network.fluid import idle_phase_s
 from simserve.network.topology import Topology
 
 
-@dataclass(frozen=True)
-class CompiledPhase:
-    items: tuple          # (link ids, flow bytes, latency_s, payload bytes) per move
-    extra_s: float        # after the transfers: local reduction + fixed switch latency
-
-
-@dataclass(frozen=True)
-class CompiledSchedule:
-    schedule: Schedule
-    launch_s: float
-    phases: tuple[CompiledPhase, ...]
-    links: frozenset               # every link the collective touches
-    bytes_by_kind: dict            # payload bytes per link kind, once per transfer
-    payload_bytes: float = 0.0     # bytes of all its transfers together
-
-    def account(self, network: Network, times: float = 1.0) -> None:
-        """Add the bytes this collective moves, `times` over, without playing it (a replay)."""
-        network.add_bytes(self.bytes_by_kind, times, self.schedule.op, self.payload_bytes)
-
-    @property
-    def algorithm(self) -> str:
-        return self.schedule.algorithm
-
-
 def facts(topology: Topology) -> algorithms.TopologyFacts:
-    return algorithms.TopologyFacts(node_of=topology.node_of, direct=topology.direct, nvls=topology.nvls)
+    return algorithms.TopologyFacts(node_of=topology.node_of, direct=topology.direct, nvls=topology.nvls,
+                                    nics_per_node=topology.nics_per_node)
 
 
-def compile_schedule(topology: Topology, schedule: Schedule) -> CompiledSchedule:
+def family_of(op: str, algo: str) -> tuple[str | None, bool]:
+    """(protocol family, pipelined) of an algorithm (collectives.protocols); (None, False): priced
+    at the links' effective bandwidth and the topology's launch cost."""
+    if op == "allreduce":
+        entry = ALLREDUCE.get(algo) if algo in ALLREDUCE else None
+        return (entry.family, entry.pipelined) if entry and entry.family else (None, False)
+    if op in ("allgather", "reducescatter"):
+        return ("ring", True) if algo == "ring" else ("ring", False)
+    return None, False
+
+
+def compile_schedule(topology: Topology, schedule: Schedule, family: str | None = None,
+                     proto: str = "") -> CompiledSchedule:
+    """Phase by phase: each phase's transfers start together and the next waits for all. With a
+    protocol family, each step takes the protocol's latency for the links it crosses and moves its
+    bytes at the protocol's fraction of link bandwidth (collectives.protocols)."""
+    if family:
+        return _compile_with_protocol(topology, schedule, family, proto)
     link_table = topology.links
     phases, touched, by_kind = [], set(), {}
     for phase in schedule.phases:
@@ -68,33 +64,74 @@ def compile_schedule(topology: Topology, schedule: Schedule) -> CompiledSchedule
         if phase.uses_switch:
             extra_s += topology.nvls_latency_s
         phases.append(CompiledPhase(tuple(items), extra_s))
-    launch_s = topology.launch_latency_s if schedule.phases else 0.0
+    launch_s = (topology.launch_latency_s + topology.comm.launch_s) if schedule.phases else 0.0
     payload = sum(item[3] for phase in phases for item in phase.items)
-    return CompiledSchedule(schedule, launch_s, tuple(phases), frozenset(touched), by_kind, payload)
+    return CompiledSchedule(schedule.op, schedule.algorithm, launch_s, tuple(phases), frozenset(touched),
+                            by_kind, payload, notes=schedule.notes)
 
 
 def compiled(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None,
              cache: CollectiveCache | None = None) -> CompiledSchedule:
-    """Build and compile a concrete algorithm's schedule, memoised in the run's cache."""
+    """A concrete algorithm compiled for this size (pipelined ones in the protocol the tuner would
+    pick), memoised in the run's cache."""
+    cache = cache or cache_for(topology)
     key = (op, algo, tuple(ranks), float(nbytes) if nbytes is not None else None,
            None if matrix is None else tuple(map(tuple, matrix)))
-    memo = (cache or cache_for(topology)).table("compiled")
+    memo = cache.table("compiled")
     found = memo.get(key)
     if found is None:
-        schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
-        found = compile_schedule(topology, schedule)
+        family, streams = family_of(op, algo) if len(ranks) > 1 and nbytes else (None, False)
+        if family is None:
+            schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
+            found = compile_schedule(topology, schedule)
+        else:
+            if streams:
+                options = [pipelined(topology, op, algo, tuple(ranks), float(nbytes), family, proto, cache)
+                           for proto in topology.comm.protocols]
+            else:
+                schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
+                options = [compile_schedule(topology, schedule, family, proto) for proto in topology.comm.protocols]
+            # the tuner's rule: the protocol with the least modelled time for this size
+            found = min(options, key=lambda prog: idle_time(topology, prog, cache))
         memo[key] = found
     return found
 
 
-def play(env: simpy.Environment, network: Network, program: CompiledSchedule):
-    """SimPy process body: run the phases one after another; returns the duration in seconds."""
+def _compile_with_protocol(topology: Topology, schedule: Schedule, family: str, proto: str) -> CompiledSchedule:
+    model = topology.comm
+    nodes = len({topology.node_of(r) for r in schedule.ranks})
+    factor = model.bandwidth_factor(family, proto, nodes)
+    phases, touched, by_kind, hop = [], set(), {}, {}
+    for phase in schedule.phases:
+        items = []
+        for move in phase.moves:
+            pair = (move.src, move.dst)
+            if pair not in hop:
+                links = topology.path(*pair)
+                kinds = topology.kinds_of(links)
+                hop[pair] = (links, kinds, model.hop_latency_s(family, proto, kinds, nodes > 1))
+            links, kinds, latency_s = hop[pair]
+            items.append((links, move.nbytes / factor, latency_s, move.nbytes))
+            touched.update(links)
+            for kind in kinds:
+                by_kind[kind] = by_kind.get(kind, 0.0) + move.nbytes
+        phases.append(CompiledPhase(tuple(items), phase.reduce_bytes * topology.reduce_s_per_B))
+    launch_s = model.base_latency_s(family, proto) + model.launch_s if schedule.phases else 0.0
+    payload = sum(item[3] for phase in phases for item in phase.items)
+    return CompiledSchedule(schedule.op, schedule.algorithm, launch_s, tuple(phases), frozenset(touched),
+                            by_kind, payload, protocol=proto, notes=f"{proto}; {schedule.notes}")
+
+
+def play(env: simpy.Environment, network: Network, program: CompiledSchedule, first_phase: int = 0,
+         launch: bool = True):
+    """SimPy process body: run the phases one after another (from `first_phase`, after the launch
+    wait unless `launch` is False); returns the duration in seconds."""
     start_s = env.now
-    if program.launch_s:
+    if program.launch_s and launch:
         yield env.timeout(program.launch_s)
-    for phase in program.phases:
+    for phase in program.phases[first_phase:]:
         if phase.items:
-            yield network.transfer_batch(phase.items, program.schedule.op)
+            yield network.transfer_batch(phase.items, program.op)
         if phase.extra_s:
             yield env.timeout(phase.extra_s)
     return env.now - start_s

@@ -62,6 +62,7 @@ class Network:
         self.bytes_by_link: list[float] = [0.0] * len(topology.links)
         self.flows_started = 0
         self._reserved_until: dict[int, float] = {}      # link -> end of a replayed collective on it
+        self._held: dict[int, object] = {}               # link -> a replay that turns into flows if disturbed
         self._waiting: dict[int, int] = defaultdict(int)  # link -> flows still in their latency
 
     # ---- public API ---------------------------------------------------------------------------
@@ -76,16 +77,20 @@ class Network:
         links, latency_s = self.route(src, dst)
         return self.transfer_batch([(links, nbytes, latency_s)])
 
-    def transfer_batch(self, items: Sequence[tuple], op: str = "other") -> simpy.Event:
+    def transfer_batch(self, items: Sequence[tuple], op: str = "other", account: bool = True) -> simpy.Event:
         """Start concurrent flows given as (link ids, bytes, latency_s[, bytes to account]); one event
         when all are done. The optional 4th value is the payload when the flow's bytes include a
-        protocol overhead (NVLS), so that `bytes_by_kind` counts data, not overhead."""
+        protocol overhead (NVLS), so that `bytes_by_kind` counts data, not overhead.
+        A replay holding any of these links is first turned into played flows (`hold`)."""
+        if self._held:
+            self._disturb(items)
         event = self.env.event()
         batch = _Batch(0, event)
         by_latency: dict[float, list] = {}
         for item in items:
             links, nbytes, latency_s = item[0], item[1], item[2]
-            self.account(links, item[3] if len(item) > 3 else nbytes, op)
+            if account:
+                self.account(links, item[3] if len(item) > 3 else nbytes, op)
             if (not links or nbytes <= 0) and latency_s <= 0:
                 continue
             batch.pending += 1
@@ -107,7 +112,26 @@ class Network:
     def busy(self, link_ids: Iterable[int]) -> bool:
         """True when any of these links carries an active flow, or a replayed collective, now."""
         on_link, waiting, reserved, now = self._on_link, self._waiting, self._reserved_until, self.env.now
-        return any(on_link.get(i) or waiting.get(i) or reserved.get(i, -1.0) > now for i in link_ids)
+        held = self._held
+        return any(on_link.get(i) or waiting.get(i) or i in held or reserved.get(i, -1.0) > now for i in link_ids)
+
+    def hold(self, replay, link_ids: Iterable[int]) -> None:
+        """A replayed collective occupies these links; traffic that starts on one of them calls
+        `replay.materialise()` first, which releases them and continues the collective as flows."""
+        for i in link_ids:
+            self._held[i] = replay
+
+    def release(self, replay, link_ids: Iterable[int]) -> None:
+        held = self._held
+        for i in link_ids:
+            if held.get(i) is replay:
+                del held[i]
+
+    def _disturb(self, items) -> None:
+        held = self._held
+        hit = {id(r): r for item in items for i in item[0] if (r := held.get(i)) is not None}
+        for replay in hit.values():
+            replay.materialise()
 
     def reserve(self, link_ids: Iterable[int], until_s: float) -> None:
         """Mark links as used by a replayed (memoised) collective until `until_s`, so that traffic

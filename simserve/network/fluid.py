@@ -82,3 +82,31 @@ def idle_phase_s(items: Sequence[tuple], capacity_Bps: Sequence[float]) -> float
         active = survivors
         t = next_finish
     return end_s
+
+
+def phase_state(items: Sequence[tuple], capacity_Bps: Sequence[float], at_s: float) -> list[tuple[float, float]]:
+    """Where each flow (link ids, bytes, latency_s, ...) of a phase released at t = 0 on an idle
+    network stands at `at_s`: (latency still to wait, bytes still to move); (0, 0) once done.
+    Used to turn a replayed collective back into played flows mid-way (comm.replay)."""
+    state = [[float(item[2]), float(item[1]) if item[0] else 0.0] for item in items]
+    t = 0.0
+    while t < at_s:
+        active = [k for k, (lat, left) in enumerate(state) if lat <= t and left > 0]
+        waiting = [state[k][0] for k, (lat, left) in enumerate(state) if lat > t]
+        next_start = min(waiting, default=float("inf"))
+        if not active:
+            if next_start == float("inf"):
+                break
+            t = min(next_start, at_s)
+            continue
+        rates = maxmin_rates([tuple(items[k][0]) for k in active], capacity_Bps)
+        next_finish = min(t + state[k][1] / r for k, r in zip(active, rates))
+        step_to = min(next_start, next_finish, at_s)
+        limit = step_to + abs(step_to) * 1e-12
+        for k, r in zip(active, rates):
+            if t + state[k][1] / r <= limit and step_to == next_finish:
+                state[k][1] = 0.0
+            else:
+                state[k][1] -= r * (step_to - t)
+        t = step_to
+    return [(max(lat - at_s, 0.0), max(left, 0.0)) for lat, left in state]

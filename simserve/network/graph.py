@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from simserve.catalog import Gpu
+from simserve.collectives.protocols import comm_model
 from simserve.errors import ConfigError
 
 LINK_KINDS = ("nvlink", "xgmi", "pcie", "network")
@@ -68,11 +69,19 @@ class Topology:
     up_port: tuple[int, ...] = ()          # GPU -> its NVSwitch port link id (nvswitch fabric)
     down_port: tuple[int, ...] = ()        # NVSwitch -> GPU port link id
     _adjacent: Mapping[tuple[int, int], int] = field(default_factory=dict, repr=False, compare=False)
-    comm: object = field(default=None, repr=False, compare=False)   # CommModel (protocols, launch)
+    # the library's protocol tables and the launch mode (collectives.protocols.CommModel)
+    comm: object = field(default_factory=lambda: comm_model("nccl"), repr=False, compare=False)
 
     @property
     def num_gpus(self) -> int:
         return self.nodes * self.gpus_per_node
+
+    @property
+    def nics_per_node(self) -> int:
+        """NICs of one node (0 on a single node)."""
+        if self.nodes == 1 or not self.router.nic_up:
+            return 0
+        return len(set(self.router.nic_up[:self.gpus_per_node]))
 
     def node_of(self, gpu_id: int) -> int:
         return gpu_id // self.gpus_per_node

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from simserve.catalog import CATALOG_DIR, Gpu, get_hardware, load_catalog_file
+from simserve.collectives.protocols import comm_model
 from simserve.errors import CatalogError, ConfigError
 from simserve.network.graph import LINK_KINDS, Link, Router, Topology
 from simserve.network.wiring import FABRIC_LINK_KIND, FABRICS, Graph, NodeContext, ScaleOut, wire_leaf_spine
@@ -51,6 +52,9 @@ class TopologySpec:
     nvls_efficiency: float = 1.0
     nvls_latency_us: float = 0.0
     gpus_per_pcie_switch: int = 2
+    library: str = "nccl"           # comm_libraries.yaml entry: protocol latencies and bandwidths
+    arch: str = ""                  # GPU generation key of the library's per-arch caps (sm80, sm90, ...)
+    eager_launch_us: float = 0.0    # host launch cost per call without CUDA graphs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,12 +109,13 @@ def get_topology_spec(spec: str | Mapping[str, Any]) -> TopologySpec:
 def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = None,
                    name: str | Mapping[str, Any] | None = None, scale_up_GBps: float | None = None,
                    scale_out_GBps: float | None = None, latency_us: float | None = None,
-                   **scale_out_options) -> Topology:
+                   launch: str = "graph", **scale_out_options) -> Topology:
     """Wire `nodes` copies of the catalog node `name` (a catalog name, a YAML file or an inline
     dict; default: the GPU's standard node) with its registered fabric, joined by leaf/spine.
 
     Overrides (per GPU, per direction, all its links of that kind together, line rate):
     `scale_up_GBps`, `scale_out_GBps`; `latency_us` replaces the scale-up step latency.
+    `launch`: graph | eager (CUDA graphs or a host launch per collective, `collectives.launch`).
     `scale_out_options`: leaf_down_ports, oversubscription, rail_optimized, gpus_per_nic,
     efficiency, step_latency_us.
     """
@@ -141,6 +146,12 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
         scale_out = wire_leaf_spine(graph, num_gpus, gpn, nic_Bps, so)
     router = Router(gpn, routes, *scale_out)
     has_ports = len(up_port) == num_gpus
+    links = graph.links
+    scale_up_Bps = max(sum(links[i].bw_Bps for i in {r[0] for (a, _b), r in routes.items() if a == 0}), 0.0) \
+        if routes else 0.0
+    nic_Bps = (scale_out_GBps * 1e9 if scale_out_GBps else gpu.nic_bw_Bps) * so.efficiency
+    ref = (scale_up_Bps, min(scale_up_Bps, nic_Bps * gpn / so.gpus_per_nic) if scale_up_Bps else nic_Bps)
+    model = comm_model(spec.library, spec.arch, launch, spec.eager_launch_us, ref)
     return Topology(
         name=spec.name, description=spec.description, gpu=gpu, fabric=spec.fabric, nodes=int(nodes),
         gpus_per_node=gpn, vertex_names=tuple(graph.names), links=tuple(graph.links),
@@ -149,7 +160,7 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
         nvls_latency_s=spec.nvls_latency_us * 1e-6,
         up_port=tuple(up_port[g] for g in range(num_gpus)) if has_ports else (),
         down_port=tuple(down_port[g] for g in range(num_gpus)) if has_ports else (),
-        _adjacent=adjacent)
+        _adjacent=adjacent, comm=model)
 
 
 def _check_request(spec: TopologySpec, gpu: Gpu, nodes: int, gpn: int) -> None:
@@ -176,14 +187,15 @@ def _scale_out(spec: TopologySpec, options: Mapping[str, Any], gpn: int) -> Scal
     return so
 
 
-def topology_for_cluster(cluster) -> Topology:
+def topology_for_cluster(cluster, launch: str = "graph") -> Topology:
     """Build from a config's `cluster` section (attributes hardware, nodes, gpus_per_node, topology,
-    links {scale_up_GBps, scale_out_GBps, latency_us}, scale_out {options})."""
+    links {scale_up_GBps, scale_out_GBps, latency_us}, scale_out {options}); `launch` is the
+    config's `collectives.launch`."""
     links = getattr(cluster, "links", None)
     return build_topology(
         get_hardware(cluster.hardware), nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
         name=getattr(cluster, "topology", None),
         scale_up_GBps=getattr(links, "scale_up_GBps", None),
         scale_out_GBps=getattr(links, "scale_out_GBps", None),
-        latency_us=getattr(links, "latency_us", None),
+        latency_us=getattr(links, "latency_us", None), launch=launch,
         **dict(getattr(cluster, "scale_out", None) or {}))
