@@ -200,3 +200,50 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, argv, ne
     assert not (tmp_path / "out").exists()
 
 
+
+
+def test_ranking_across_gpu_types_by_goodput_and_by_cost():
+    from simserve.plan.report import knees, rank
+    # synthetic rows (no simulation): two GPU types, replica sizes 2/4/8, one infeasible layout
+    rows = [dict(model="m", hardware=hw, layout=name, replica_gpus=size, num_gpus=8, status=st,
+                 goodput_per_gpu=g, cost_per_m_output_tokens=c)
+            for hw, name, size, st, g, c in [("h100-sxm", "tp2", 2, "ok", 3.0, 0.50),
+                                            ("h100-sxm", "tp4", 4, "ok", 4.0, 0.40),
+                                            ("h100-sxm", "tp8", 8, "ok", 3.5, 0.45),
+                                            ("h200", "tp2", 2, "ok", 4.5, 0.60),
+                                            ("h200", "tp1", 1, "infeasible", None, None)]]
+    table = rank(pd.DataFrame(rows))
+    by = {(r["hardware"], r["layout"]): r for r in table.to_dict("records")}
+    assert [by[k]["rank"] for k in [("h200", "tp2"), ("h100-sxm", "tp4"), ("h100-sxm", "tp8"), ("h100-sxm", "tp2")]] \
+        == [1, 2, 3, 4]
+    assert by[("h100-sxm", "tp4")]["cost_rank"] == 1 and by[("h200", "tp2")]["cost_rank"] == 4
+    assert pd.isna(by[("h200", "tp1")]["rank"])
+    h100 = next(k for k in knees(table) if k["hardware"] == "h100-sxm")
+    assert h100["knee_replica_gpus"] == 4 and "8 GPUs per replica: 3.5" in h100["text"]
+
+
+def test_catalog_prices_have_sources_and_the_override_wins():
+    from pathlib import Path
+
+    from simserve.catalog import hardware_catalog
+    from simserve.plan.run import _prices
+    text = (Path(__file__).parents[1] / "simserve" / "catalog" / "hardware.yaml").read_text()
+    priced = [line for line in text.splitlines() if line.strip().startswith("price_per_hour:")]
+    assert len(priced) == len(hardware_catalog())
+    assert all("# USD/GPU-h:" in line and ("(" in line or "--price" in line) for line in priced)  # a source each
+    spec = load_plan({**SMALL["llama-3.1-8b"], "hardware": ["h100", "mi300x"], "prices": {"h100": 3.0}})
+    prices = _prices(spec)
+    assert prices["h100-sxm"] == 3.0 and prices["mi300x"] == hardware_catalog()["mi300x"].price_per_hour
+
+
+def test_plan_yaml_with_cli_overrides(tmp_path):
+    import yaml
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"models": ["llama-3.1-8b"], "hardware": ["h100"], "gpus": 2,
+                                    "workload": WORKLOAD, "requests": 20, "slo": {"ttft_p99": 1.0}}))
+    # the command line's SLO wins: a TPOT below one lone decode step prunes every layout, unsimulated
+    assert main(["plan", str(path), "--slo", "tpot_p99=0.1ms", "--tp", "1,2", "--pp", "1",
+                 "--out", str(tmp_path / "out"), "--quiet", "--workers", "1"]) == 0
+    table = pd.read_csv(tmp_path / "out" / "plan.csv")
+    assert list(table.status) == ["infeasible", "infeasible"] and set(table.binding_metric) == {"tpot_p99"}
+    assert pd.read_csv(tmp_path / "out" / "probes.csv").empty

@@ -50,7 +50,7 @@ def cmd_plan(args) -> int:
         print_table(result.table, result.knees, out)
         info = result.info
         print(f"{info['layouts']} layouts ({info['pruned']} pruned), {info['probes_simulated']} probes simulated, "
-              f"{info['probes_reused']} reused, {info['wall_time_s']:.1f} s")
+              f"{info['probes_reused']} reused; {info['wall_time_s']:.1f} s wall, {info['probe_cpu_s']:.1f} s CPU in probes")
     return 0
 
 

@@ -6,6 +6,9 @@ Definitions (per model: layouts of different models are not alternatives to each
 - goodput_per_gpu: requests/s meeting the per-request SLO at that offered rate (`at_rate`), / the
   layout's GPUs; output_tokens_per_s_per_gpu likewise;
 - cost_per_m_output_tokens: USD per GPU-hour x GPUs / (output tokens per second x 3600) x 1e6;
+- steady_state: the workload's arrivals at that rate last at least STEADY_SPANS x the p99 E2E;
+  when not, the trace is too short for the rate to be a sustained one (the answer describes a
+  burst of that many requests), and the table says so;
 - rank: by goodput per GPU (ties: lower cost, fewer GPUs per replica, name); cost_rank by cost;
 - the scaling knee (seed 002): for each GPU type, the replica size (GPUs per replica) with the
   best goodput per GPU among the sizes that meet the SLO: beyond it more GPUs per replica stop
@@ -22,7 +25,9 @@ PLAN_COLUMNS = ["model", "hardware", "layout", "tp", "pp", "dp", "ep", "chunk_si
                 "num_gpus", "replica_gpus", "status", "rank", "cost_rank", "rate", "next_rate",
                 "goodput_requests_per_s", "goodput_per_gpu", "output_tokens_per_s_per_gpu",
                 "ttft_p99_s", "tpot_p99_s", "e2e_p99_s", "price_per_gpu_hour", "cost_per_m_output_tokens",
-                "binding_metric", "binding_value", "binding_limit", "reason", "probes"]
+                "binding_metric", "binding_value", "binding_limit", "arrival_span_s", "steady_state", "reason",
+                "probes"]
+STEADY_SPANS = 10     # arrivals must last 10 x the p99 E2E for the offered rate to be a sustained one
 
 
 def _fmt(value: float, limit: float, metric: str) -> str:
@@ -54,6 +59,8 @@ def layout_row(cand, search, probes: dict[int, dict], price: float | None) -> di
                goodput_requests_per_s=good_rps, goodput_per_gpu=good_rps / lay.num_gpus,
                output_tokens_per_s_per_gpu=tokens_ps / lay.num_gpus,
                ttft_p99_s=best["ttft_p99_s"], tpot_p99_s=best["tpot_p99_s"], e2e_p99_s=best["e2e_p99_s"])
+    span = float(best["num_requests"]) / best["rate"]
+    row.update(arrival_span_s=span, steady_state=bool(span >= STEADY_SPANS * best["e2e_p99_s"]))
     if price is not None and tokens_ps > 0:
         row["cost_per_m_output_tokens"] = price * lay.num_gpus / (tokens_ps * 3600) * 1e6
     if search.hi is not None:
@@ -68,7 +75,7 @@ def at_rate(probe: dict) -> tuple[float, float]:
     requests that completed within the per-request SLO, and x their output tokens per request.
     The summary's own throughputs divide by first arrival to last finish, which for a short trace
     at a high rate is mostly the drain after the last arrival; at the offered rate they are what a
-    replica set sustains in steady state, whatever the trace length."""
+    replica set sustains, provided the arrivals last long against the latencies (steady_state)."""
     n, done = float(probe["num_requests"] or 0), float(probe["num_completed"] or 0)
     rps = float(probe["throughput_requests_per_s"] or 0)
     if not n or not rps:
@@ -156,6 +163,12 @@ def print_table(table: pd.DataFrame, knee_rows: list[dict], out_dir, console=Non
                       num(r["rate"]), num(r["goodput_per_gpu"]), num(r["output_tokens_per_s_per_gpu"], "{:.0f}"),
                       num(r["ttft_p99_s"]), num(r["tpot_p99_s"]), num(r["cost_per_m_output_tokens"], "{:.3f}"), note)
         console.print(t)
+    short = table[table.steady_state.astype(str) == "False"]
+    if len(short):
+        console.print(f"warning: {len(short)} layout(s) meet the SLO at rates where the workload's arrivals last under "
+                      f"{STEADY_SPANS}x their p99 E2E (e.g. {short.iloc[0]['layout']}: "
+                      f"{short.iloc[0]['arrival_span_s']:.3g} s of arrivals): a burst, not a sustained rate; "
+                      f"use more requests (--requests) or a longer trace")
     for k in knee_rows:
         console.print(f"scaling knee: {k['text']}")
     console.print(f"-> {out_dir}/plan.csv, probes.csv, plan.json, pareto.png")

@@ -113,6 +113,8 @@ def prepare(spec: PlanSpec) -> tuple[list[Candidate], list[LayoutSearch], RateGr
         start = c.start_rate or native[lay.model] * lay.num_gpus / 8    # no closed form: the trace's rate per 8 GPUs
         config = lay.config(spec.base, workload, spec.slo, spec.seed, spec.fidelity)
         searches.append(LayoutSearch(c, RateSearch(grid, grid.index(start), jump), config, dict(spec.slo)))
+    # most promising first (closed-form rate per GPU): only the order probes run in, never the answer
+    searches.sort(key=lambda s: -(s.candidate.start_rate or 0.0) / s.candidate.layout.num_gpus)
     _check_configs(searches)
     return cands, searches, grid
 
@@ -128,6 +130,7 @@ def _row(searches, i, k, config, outcome) -> dict:
            "violations": ";".join(f"{m}={v:.4g}>{lim:g}" for m, (v, lim) in over.items()),
            "status": outcome.get("status"), "error": outcome.get("error", "")}
     row.update({m: outcome.get(m) for m in METRICS})
+    row["cpu_s"] = outcome.get("cpu_s")
     return row
 
 
@@ -172,7 +175,8 @@ def finish(spec, out: Path, cands, searches, store, wall_s: float, figures: bool
     info = {"spec": spec.model_dump(), "best": best, "knees": knee_rows, "prices_per_gpu_hour": prices,
             "layouts": len(cands), "pruned": len(cands) - len(searches),
             "probes_simulated": sum(len(s.search.ok) for s in searches) - store.reused,
-            "probes_reused": store.reused, "wall_time_s": wall_s}
+            "probes_reused": store.reused, "wall_time_s": wall_s,
+            "probe_cpu_s": float(sum(float(r.get("cpu_s") or 0) for r in store.rows.values()))}
     atomic_write_bytes(out / "plan.csv", table.to_csv(index=False).encode())
     atomic_write_bytes(out / "plan.json", json.dumps(info, indent=2, default=_json).encode())
     probes = pd.read_csv(out / "probes.csv")

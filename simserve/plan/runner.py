@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
@@ -24,7 +25,15 @@ from simserve.errors import ConfigError
 from simserve.sweep import METRICS, run_point
 
 PROBE_COLUMNS = ["key", "model", "hardware", "layout", "tp", "pp", "dp", "ep", "chunk_size",
-                 "max_batch_size", "rate_index", "rate", "meets_slo", "violations", "status", "error", *METRICS]
+                 "max_batch_size", "rate_index", "rate", "meets_slo", "violations", "status", "error", *METRICS,
+                 "cpu_s"]
+
+
+def probe(config: dict) -> dict:
+    """One probe in a worker: sweep.run_point plus the CPU seconds it took (time.process_time)."""
+    start = time.process_time()
+    outcome = run_point(config, {})
+    return {**outcome, "cpu_s": time.process_time() - start}
 
 
 def probe_key(config: dict) -> str:
@@ -71,7 +80,7 @@ class ProbeStore:
 
 def _typed(row: dict) -> dict:
     out = dict(row)
-    for k in METRICS + ("rate",):
+    for k in METRICS + ("rate", "cpu_s"):
         if out.get(k) not in (None, ""):
             out[k] = float(out[k])
     return out
@@ -86,9 +95,9 @@ class LocalPool:
 
     def submit(self, tag, config: dict) -> None:
         if self.pool is None:
-            self.done.append((tag, run_point(config, {})))
+            self.done.append((tag, probe(config)))
         else:
-            self.pending[self.pool.submit(run_point, config, {})] = tag
+            self.pending[self.pool.submit(probe, config)] = tag
 
     def next_done(self):
         if self.done:
@@ -119,12 +128,12 @@ class RayPool(LocalPool):
                               "or run locally with --workers N") from None
         self.ray = ray
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        self.remote = ray.remote(run_point)
+        self.remote = ray.remote(probe)
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pending, self.done, self.pool = {}, [], None
 
     def submit(self, tag, config: dict) -> None:
-        self.pending[self.remote.remote(config, {})] = tag
+        self.pending[self.remote.remote(config)] = tag
 
     def next_done(self):
         ready, _ = self.ray.wait(list(self.pending), num_returns=1)
