@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in ("simserve.comm.cli", "simserve.workload.cli",
                    "simserve.plots", "simserve.report", "simserve.tracing", "simserve.sweep",
-                   "simserve.plan.cli"):   # plot, report, trace (issue 7)
+                   "simserve.plan.cli", "simserve.profile.cli"):   # plot, report, trace (issue 7)
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

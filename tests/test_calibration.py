@@ -1,67 +1,110 @@
-"""The H100 cost model against layer timings measured on a real H100 (held out from the fit).
+"""The cost model against layer timings measured on a real H100 and a real H200 (held out).
 
-Reference: simserve/catalog/profiles/h100-sxm/layers.csv, written by experiments/profile_h100.py
-on an NVIDIA H100 80GB HBM3 (PyTorch 2.11, CUDA 13.0, CUDA graphs, fused elementwise kernels):
+Reference: simserve/catalog/profiles/{h100-sxm,h200}/layers.csv and layers_fp8.csv, written by the
+profiler (experiments/profile_h100.py on an NVIDIA H100 80GB HBM3, 2026-11-25; `simserve profile`
+on an NVIDIA H200, 2026-12-02; PyTorch 2.11, CUDA 13.0, CUDA graphs, fused elementwise kernels):
 Llama-3.1-8B and 70B layers (tp 1, 4, 8 shards), prefill 128-8192 tokens, decode batch 1-256 at
-contexts 1k-8k. The efficiency factors are fitted to the operator tables only.
+contexts 1k-8k. The efficiency model is fitted to the operator tables only (gemm, attention,
+elementwise); the layer tables are never read by the fit.
+
+Issue 14's acceptance bound is a median |error| under 5% and no row over 15%, per GPU and dtype.
+Where a table does not reach it, the test below pins what it does reach and a strict xfail keeps
+the issue's bound visible (it fails as soon as the bound is met, so it is removed then).
 """
 import pytest
 
-from simserve.calibration import FITTED, fit, layer_predictions
+from simserve.calibration import FITTED, fit, layer_predictions, load_profile
 from simserve.catalog import get_hardware
 
-H100 = get_hardware("h100-sxm")
+ISSUE_MEDIAN, ISSUE_WORST = 0.05, 0.15   # issue 14 "Must hold"
+CASES = {   # (gpu, table): (median bound, worst bound) this model reaches; see the README table
+    ("h100-sxm", "layers"): (0.05, 0.25),
+    ("h100-sxm", "layers_fp8"): (0.08, 0.40),   # its quantisation kernel: see test_h100_fp8_shortfall
+    ("h200", "layers"): (0.06, 0.25),
+    ("h200", "layers_fp8"): (0.05, 0.25),
+}
+WEIGHTS = {"layers": "bf16", "layers_fp8": "fp8"}
 
 
-def test_layer_table_median_error_within_15_percent():
-    # 15%: the issue's acceptance bound for a roofline model against measured layers
-    table = layer_predictions(H100, "h100-sxm")
-    assert len(table) >= 100
-    assert table.rel_err.abs().median() < 0.15
+def errors(gpu: str, table: str):
+    return layer_predictions(get_hardware(gpu), gpu, table, WEIGHTS[table]).rel_err.abs()
 
 
-def test_every_measured_layer_within_30_percent():
-    # the worst rows are small-batch tp=8 decode, where launch gaps the roofline does not model dominate
-    table = layer_predictions(H100, "h100-sxm")
-    assert table.rel_err.abs().max() < 0.30
+@pytest.mark.parametrize("gpu,table", sorted(CASES))
+def test_held_out_layer_error(gpu, table):
+    err = errors(gpu, table)
+    assert len(err) >= 100
+    median, worst = CASES[(gpu, table)]
+    assert err.median() < median and err.max() < worst, (err.median(), err.max())
 
 
-def test_catalog_factors_are_the_fitted_ones():
-    """hardware.yaml's H100 efficiency is what fit() computes from the shipped profile (3 digits)."""
-    _, info = fit(H100, "h100-sxm")
-    eff = H100.efficiency
+@pytest.mark.parametrize("gpu,table", [("h100-sxm", "layers"), ("h200", "layers_fp8")])
+def test_issue_median_bound_where_met(gpu, table):
+    assert errors(gpu, table).median() < ISSUE_MEDIAN
+
+
+@pytest.mark.xfail(strict=True, reason="issue 14 bound not reached: H100 fp8 (profiler's slow "
+                   "quantisation kernel) and H200 bf16 median (5.4%); worst rows are tp4/tp8 "
+                   "decode at 4-64 sequences (unmodelled small kernels of the profiler's layer)")
+@pytest.mark.parametrize("gpu,table", sorted(CASES))
+def test_issue_bounds_not_yet_met(gpu, table):
+    err = errors(gpu, table)
+    assert err.median() < ISSUE_MEDIAN and err.max() < ISSUE_WORST
+
+
+def test_h100_fp8_shortfall_is_its_quantisation_kernel():
+    """The H100's fp8 table used one torch.compile'd quantisation function whose abs-amax reduction
+    runs at ~6% of HBM bandwidth. Rerun with that same function on the H200
+    (layers_fp8_compiled_quant), prefills of >= 1024 tokens take 1.1-1.4x the time of the
+    vLLM-like quantisation (layers_fp8); most of the H100's ~30% fp8 prefill shortfall is that."""
+    t = load_profile("h200")
+    slow, fast = t["layers_fp8_compiled_quant"], t["layers_fp8"]
+    long_prefill = (fast.phase == "prefill") & (fast.seq * fast.batch >= 1024)
+    ratio = (slow.time_us / fast.time_us)[long_prefill]
+    assert ratio.min() > 1.05 and ratio.median() > 1.15     # measured 2026-12-02: 1.09-1.43, median 1.27
+    h100 = layer_predictions(get_hardware("h100-sxm"), "h100-sxm", "layers_fp8", "fp8")
+    h100_long = h100[(h100.phase == "prefill") & (h100.seq * h100.batch >= 1024)]
+    assert h100_long.rel_err.median() < -0.10               # -30% median: predicted faster
+
+
+@pytest.mark.parametrize("gpu", ["h100-sxm", "h200"])
+def test_catalog_factors_are_the_fitted_ones(gpu):
+    """hardware.yaml's efficiency is what fit() computes from the shipped profile (3 digits)."""
+    hw = get_hardware(gpu)
+    fitted, info = fit(hw, gpu)
+    eff, new = hw.efficiency, fitted.efficiency
     catalog = {"bf16": eff.compute["bf16"], "fp8": eff.compute["fp8"], "memory": eff.memory,
                "attention_compute": eff.attention_compute, "attention_memory": eff.attention_memory,
                "kernel_overhead_s": eff.kernel_overhead_s}
     for key in FITTED:
         assert catalog[key] == pytest.approx(info["factors"][key], rel=5e-3), key
+    assert eff.attention_decode_s == pytest.approx(new.attention_decode_s, rel=5e-3)
+    assert eff.attention_prefill_s == pytest.approx(new.attention_prefill_s, rel=5e-3, abs=1e-9)
+    assert set(eff.elementwise) == set(new.elementwise)
+    for key, value in new.elementwise.items():
+        assert eff.elementwise[key] == pytest.approx(value, rel=5e-3), key
+    assert eff.shape_aware_gemm and eff.profile == gpu
 
 
-def test_fitted_factors_are_physical():
-    _, info = fit(H100, "h100-sxm")
-    f = info["factors"]
-    assert 0.5 < f["bf16"] < 0.9 and 0.5 < f["memory"] < 0.95 and 1e-6 < f["kernel_overhead_s"] < 10e-6
+@pytest.mark.parametrize("gpu", ["h100-sxm", "h200"])
+def test_fit_is_deterministic_and_physical(gpu):
+    a, info = fit(get_hardware(gpu), gpu)
+    b, again = fit(get_hardware(gpu), gpu)
+    assert info["factors"] == again["factors"] and a.efficiency == b.efficiency
+    eff = a.efficiency
+    fractions = [*eff.compute.values(), eff.memory, eff.attention_compute, eff.attention_memory,
+                 *eff.elementwise.values()]
+    assert all(0 < f <= 1 for f in fractions)
+    assert 1e-6 <= eff.kernel_overhead_s <= 10e-6            # issue 14: overheads within 1-10 us
+    # a fixed attention cost is a few kernels (split-KV: query copy, flash, merge): under 30 us
+    assert 0 <= eff.attention_prefill_s < 30e-6 and 0 <= eff.attention_decode_s < 30e-6
 
 
-def test_the_profile_repeats_on_a_second_h100():
-    """layers_repeat.csv: experiments/profile_h100.py rerun on another H100 machine (2026-11-25).
-    Measurement noise must stay well below the model's own error, or the fit would chase noise."""
-    from simserve.calibration import load_profile
-    tables = load_profile("h100-sxm")
-    ratio = tables["layers_repeat"].time_us / tables["layers"].time_us - 1
-    assert ratio.abs().median() < 0.02 and ratio.abs().max() < 0.10
-
-
-def test_fp8_layers_median_error_within_15_percent():
-    """layers_fp8.csv: the same layers with W8A8 linear layers (fp8 weights, activations quantised
-    per tensor on the fly, torch._scaled_mm) measured on our H100. Held out like the bf16 table; the
-    15% median bound is the issue's. The activation-quantisation operator (two kernels per GEMM
-    input) is what brings decode in line. Known limit: long prefills run 20-35% slower than
-    predicted (the isolated fp8 GEMMs of gemm.csv are faster than inside a layer); the bound below
-    on the worst row records it rather than hides it."""
-    table = layer_predictions(H100, "h100-sxm", table="layers_fp8", weights="fp8")
-    assert len(table) >= 100
-    assert table.rel_err.abs().median() < 0.15
-    decode = table[table.phase == "decode"]
-    assert decode.rel_err.abs().median() < 0.10
-    assert table.rel_err.abs().max() < 0.40
+def test_the_profile_repeats_on_a_second_machine():
+    """layers_repeat.csv: the layer table measured again (H100: another machine, 2026-11-25; H200:
+    a second run, 2026-12-02). Noise must stay well below the model's own error."""
+    for gpu in ("h100-sxm", "h200"):
+        t = load_profile(gpu)
+        ratio = t["layers_repeat"].time_us / t["layers"].time_us - 1
+        # medians: H100 0.8%, H200 1.2%; worst H200 row: tp8 8192-token prefill, +12% (clock state)
+        assert ratio.abs().median() < 0.02 and ratio.abs().max() < 0.15, gpu

@@ -7,7 +7,7 @@ dict with the same fields.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,7 +29,17 @@ class Efficiency:
     attention_compute: float
     attention_memory: float
     kernel_overhead_s: float
-    profile: str | None = None   # name of the measured profile these factors were fitted to
+    profile: str | None = None   # measured profile these factors were fitted to (name or folder)
+    # GEMMs timed from the profile's measured GEMM table (cost.gemm_table), not one compute and
+    # one memory fraction; the scalar fractions above remain for kernels without a shape
+    shape_aware_gemm: bool = False
+    # fraction of HBM bandwidth per elementwise operator (cost.operators name without its
+    # prefix, e.g. norms, silu_mul, quantize_activations); others use `memory`
+    elementwise: Mapping[str, float] = field(default_factory=dict)
+    # fixed time per attention call beyond kernel_overhead_s (prologue, split-KV merge kernels),
+    # fitted from the profile's attention tables; 0 where the GPU has no profile
+    attention_prefill_s: float = 0.0
+    attention_decode_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -238,3 +248,11 @@ def profile_dir(name: str) -> Path:
     if not path.is_dir():
         raise CatalogError(f"no measured profile {name!r} under {CATALOG_DIR / 'profiles'}")
     return path
+
+
+def resolve_profile(spec: str | Path) -> Path:
+    """A shipped profile's name, or the path of a profile folder (`simserve profile --out DIR`)."""
+    path = Path(spec)
+    if path.is_dir() and (path / "meta.json").is_file():
+        return path
+    return profile_dir(str(spec))

@@ -91,6 +91,7 @@ class Op:
     bytes: float
     dtype: str         # compute dtype (for the peak FLOP/s)
     kernels: int = 1   # kernel launches (each pays the fixed overhead)
+    shape: tuple[int, int] | None = None   # (K, N) of a weight GEMM: shape-aware efficiency
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class OpModel:
     flops: dict[str, float]
     bytes: dict[str, float]
     kernels: int = 1
+    shape: tuple[int, int] | None = None   # (K, N) of a weight GEMM (cost.gemm_table)
 
     def at(self, feats: dict[str, float]) -> Op | None:
         if feats[self.gate] <= 0:
@@ -115,7 +117,7 @@ class OpModel:
         return Op(self.name, self.kind,
                   flops=sum(c * feats[f] for f, c in self.flops.items()),
                   bytes=sum(c * feats[f] for f, c in self.bytes.items()),
-                  dtype=self.dtype, kernels=self.kernels)
+                  dtype=self.dtype, kernels=self.kernels, shape=self.shape)
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def gemm_model(name: str, k: int, n: int, precision: Precision, tokens: str = "t
     wb = DTYPE_BYTES[precision.weights]
     ab = DTYPE_BYTES[precision.activations]
     return OpModel(name, "gemm", precision.gemm_dtype, gate=tokens, flops={tokens: 2.0 * k * n},
-                   bytes={"const": k * n * wb, tokens: (k + n) * ab})
+                   bytes={"const": k * n * wb, tokens: (k + n) * ab}, shape=(k, n))
 
 
 def quant_per_token(input_widths: list[int], precision: Precision) -> tuple[float, float, int]:
@@ -244,7 +246,8 @@ def head_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list
         # the LM head stays in the activation dtype (vLLM keeps lm_head unquantised); fp32 logits
         ops.append(OpModel("lm_head", "gemm", precision.activations, gate="logits_tokens",
                            flops={"logits_tokens": 2.0 * h * vocab_shard},
-                           bytes={"const": h * vocab_shard * ab, "logits_tokens": h * ab + vocab_shard * 4.0}))
+                           bytes={"const": h * vocab_shard * ab, "logits_tokens": h * ab + vocab_shard * 4.0},
+                           shape=(h, vocab_shard)))
     return ops
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from simserve.catalog import Gpu, ModelCard
 from simserve.cost.operators import (FEATURES, BatchStats, OpModel, Precision, Shard, features,
                                      head_op_models, layer_op_models)
-from simserve.cost.roofline import efficiencies
+from simserve.cost.roofline import efficiencies, fixed_s, gemm_curve
 
 FEATURE_INDEX = {f: i for i, f in enumerate(FEATURES)}
 
@@ -35,15 +35,19 @@ class StepCost:
         return self
 
     def _compile(self, weighted: list[tuple[OpModel, float]], gpu: Gpu) -> None:
-        self.ops = []   # (gate index, weight, overhead_s, [(feature, compute coef)], [(feature, memory coef)])
+        # (gate index, weight, overhead_s, [(feature, compute coef)], [(feature, memory coef)], rho):
+        # rho is None, or a measured GEMM's rho(M) (cost.gemm_table) on its ideal roofline time, M
+        # being its gate feature (tokens): then the coefficients use peak rates and no overhead
+        self.ops = []
         for op, weight in weighted:
-            eta_c, eta_m = efficiencies(op, gpu)
+            rho = gemm_curve(op, gpu)
+            eta_c, eta_m = (1.0, 1.0) if rho is not None else efficiencies(op, gpu)
             inv_c = 1.0 / (gpu.flops(op.dtype) * eta_c)
             inv_m = 1.0 / (gpu.hbm_bw_Bps * eta_m)
             comp = [(FEATURE_INDEX[f], c * inv_c) for f, c in op.flops.items() if c]
             mem = [(FEATURE_INDEX[f], c * inv_m) for f, c in op.bytes.items() if c]
-            self.ops.append((FEATURE_INDEX[op.gate], weight, op.kernels * gpu.efficiency.kernel_overhead_s,
-                             comp, mem))
+            overhead = 0.0 if rho is not None else fixed_s(op, gpu)
+            self.ops.append((FEATURE_INDEX[op.gate], weight, overhead, comp, mem, rho))
 
     def time(self, batch: BatchStats) -> float:
         feats = features(batch)
@@ -51,9 +55,9 @@ class StepCost:
 
     def time_of(self, x: list) -> float:
         total = 0.0
-        for gate, weight, overhead, comp, mem in self.ops:
+        for gate, weight, overhead, comp, mem, rho in self.ops:
             if x[gate] > 0:
-                total += _op_time(weight, overhead, comp, mem, x)
+                total += _op_time(weight, overhead, comp, mem, x, rho(x[gate]) if rho is not None else 1.0)
         return total
 
     def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
@@ -69,8 +73,9 @@ class StepCost:
         return np.broadcast_to(np.asarray(self.time_of(x), dtype=float), (steps,)).copy()
 
 
-def _op_time(weight: float, overhead: float, comp, mem, x: list):
-    """weight * (max(compute, memory) + overhead) of one operator; features may be scalars or arrays."""
+def _op_time(weight: float, overhead: float, comp, mem, x: list, scale: float = 1.0):
+    """weight * (scale * max(compute, memory) + overhead) of one operator; features may be scalars
+    or arrays (scale is a scalar: it depends only on the GEMM's token count, never on context)."""
     c = 0.0
     for f, coef in comp:
         c += coef * x[f]
@@ -78,8 +83,8 @@ def _op_time(weight: float, overhead: float, comp, mem, x: list):
     for f, coef in mem:
         m += coef * x[f]
     if isinstance(c, np.ndarray) or isinstance(m, np.ndarray):
-        return weight * (np.maximum(c, m) + overhead)
-    return weight * ((c if c > m else m) + overhead)
+        return weight * (np.maximum(c, m) * scale + overhead)
+    return weight * ((c if c > m else m) * scale + overhead)
 
 
 _CONST, _TOKENS, _DECODE_TOKENS, _LOGITS, _DECODE_KV = (
