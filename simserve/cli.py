@@ -160,13 +160,15 @@ def extension_points() -> dict[str, str]:
 
 def cmd_catalog(args) -> int:
     from simserve.catalog import hardware_catalog, model_catalog
+    from simserve.profile.check import profile_note   # measured profile + held-out error (issue 14)
 
     data = {
         "hardware": {n: {"hbm_GB": g.hbm_bytes / 1e9, "hbm_TBps": g.hbm_bw_Bps / 1e12,
                          "bf16_TFLOPs": g.peak_flops.get("bf16", 0) / 1e12,
                          "fp8_TFLOPs": g.peak_flops.get("fp8", 0) / 1e12,
                          "scale_up": f"{g.scale_up.links}x {g.scale_up.kind} {g.scale_up.link_bw_Bps / 1e9:g} GB/s",
-                         "default_topology": g.default_topology} for n, g in hardware_catalog().items()},
+                         "default_topology": g.default_topology,
+                         "profile": profile_note(g)} for n, g in hardware_catalog().items()},
         "models": {n: {"layers": m.num_layers, "hidden": m.hidden, "heads": m.num_heads,
                        "kv_heads": m.num_kv_heads, "moe": bool(m.moe), "max_context": m.max_context}
                    for n, m in model_catalog().items()},
