@@ -9,7 +9,7 @@ modelling limit); the table prints it only for the rows that differ.
 Bands (stated in every findings.md):
 - `near(paper)`: within a factor 1.25 either way. Seed 003 reports its own simulator within 10%
   (prefill) and 14% (decode) of silicon on one GPU and 17.25% on TP8 (its Section 3); simserve's layer
-  model is within 4.8% (bf16) / 7.6% (fp8) median of the measured H100 layers (tests/test_calibration.py).
+  model is within 2.8% (bf16) / 7.0% (fp8) median of the measured H100 layers (tests/test_calibration.py).
   A factor 1.25 allows both errors; outside it, the two models disagree on the physics.
 - `near_pts(paper)`: for a share or a reduction in percent, within 10 percentage points.
 - `above(x)` / `below(x)`: the paper states only a direction or a bound ("PP > TP", "< 0.5%"); the

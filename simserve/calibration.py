@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from simserve.catalog import Efficiency, Gpu, get_model, resolve_profile
-from simserve.cost.operators import BatchStats, LayerShape, Precision, Shard, layer_ops
+from simserve.cost.operators import BatchStats, LayerShape, Op, Precision, Shard, layer_ops
 from simserve.cost.roofline import ops_time
 from simserve.errors import CatalogError
 
@@ -37,6 +37,28 @@ def require(tables: dict, names, folder) -> None:
     for name in names:
         if name not in tables:
             raise CatalogError(f"profile {folder}: missing table {name}.csv")
+
+
+def operator_rows(tables: dict[str, pd.DataFrame]) -> list[tuple[Op, float]]:
+    """(operator, measured seconds) for every row of the GEMM and attention tables (GEMMs carry
+    their (K, N), so a shape-aware GPU times them from its own table)."""
+    rows = []
+    for r in tables["gemm"].itertuples():
+        wb = 1.0 if r.dtype == "fp8" else 2.0
+        op = Op(r.op, "gemm", flops=2.0 * r.m * r.k * r.n, bytes=r.k * r.n * wb + r.m * (r.k + r.n) * 2.0,
+                dtype=Precision(weights=r.dtype).gemm_dtype, shape=(int(r.k), int(r.n)))
+        rows.append((op, r.time_us * 1e-6))
+    for r in tables["attn_prefill"].itertuples():
+        pairs = r.batch * r.seq * (r.seq + 1) / 2
+        op = Op("attention_prefill", "attention_prefill", flops=4.0 * r.nq * r.d * pairs,
+                bytes=r.batch * r.seq * (2 * r.nkv + 2 * r.nq) * r.d * 2.0, dtype="bf16")
+        rows.append((op, r.time_us * 1e-6))
+    for r in tables["attn_decode"].itertuples():
+        kv_tokens = r.batch * r.ctx
+        op = Op("attention_decode", "attention_decode", flops=4.0 * r.nq * r.d * kv_tokens,
+                bytes=kv_tokens * 2 * r.nkv * r.d * 2.0 + r.batch * 2 * r.nq * r.d * 2.0, dtype="bf16")
+        rows.append((op, r.time_us * 1e-6))
+    return rows
 
 
 def _median(values) -> float:
@@ -166,4 +188,4 @@ def error_summary(gpu: Gpu, profile) -> dict[str, dict[str, float]]:
     return out
 
 
-__all__ = ["fit", "layer_predictions", "load_profile", "error_summary", "LayerShape", "FITTED"]
+__all__ = ["fit", "layer_predictions", "load_profile", "error_summary", "operator_rows", "LayerShape", "FITTED"]
