@@ -509,9 +509,11 @@ def cmd_plot(args) -> int:
     dirs = [d for d in dirs if d not in plans]
     sweeps = [d for d in dirs if (d / "results.csv").is_file() and not (d / "summary.json").is_file()]
     for d in sweeps:
-        df = pd.read_csv(d / "results.csv")
+        from simserve.sweep import FIGURE_COLUMNS, figure_table
+        df = figure_table(pd.read_csv(d / "results.csv"))
         path = Path(args.out or d) / f"sweep.{args.format}"
-        atomic_write_bytes(path, figure_bytes(sweep_figure(df), args.format))
+        print(f"drawing {len(df)} sweep points from {d / 'results.csv'}", flush=True)
+        atomic_write_bytes(path, figure_bytes(sweep_figure(df, **FIGURE_COLUMNS), args.format))
         written[f"sweep ({d})"] = path
     run_dirs = [(d, lab) for d, lab in zip(dirs, labels) if d not in sweeps]
     if run_dirs:

@@ -17,10 +17,14 @@ one `simulate(base, overrides=[...])`. As a point finishes, its row is appended 
 `DIR/results.csv` (and flushed): the override columns, `status` (`ok`, or `error` with the
 one-line reason, e.g. a layout that does not fit), and summary metrics. Re-running the same sweep
 skips every point already in `results.csv` with status `ok` or `error` (both are deterministic
-outcomes); a point whose worker crashed for another reason is recorded as `failed` and re-run.
+outcomes); a point whose worker died or crashed for another reason is recorded as `failed`, the
+sweep goes on, and the next run re-runs it, replacing its row (one row per point). A sweep holds a
+lock on its folder: a second sweep into it refuses with one line. `simserve sweep` exits 1 when a
+point failed.
 
-Points run in local worker processes (`--workers`, default: the CPU count) or, with
-`--ray ADDRESS`, as Ray tasks (the `ray` package must be installed).
+Points run in local worker processes (`--workers`, default: the CPU count; simserve.pool: workers
+exit within a second of their parent, however it dies) or, with `--ray ADDRESS`, as Ray tasks
+(`local`: a private instance for this sweep; the `ray` package must be installed).
 
 Decisions: the point key is the canonical JSON of its override set; `goodput_per_gpu` is goodput
 (requests/s meeting the SLO) divided by the number of GPUs; shares are `time_breakdown` fractions
@@ -29,11 +33,12 @@ of all GPUs' simulated time.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import os
+import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -201,11 +206,54 @@ def finished_points(csv_path: Path) -> tuple[set[str], list[str] | None]:
     return done, header
 
 
+def _drop_rows(csv_path: Path, points: set[str]) -> None:
+    """Rewrite results.csv (atomically) without the rows of these points: a point about to be
+    re-run loses its `failed` row, so the rerun leaves exactly one row per point."""
+    from simserve.export import atomic_write_text
+
+    if not points or not csv_path.exists():
+        return
+    with csv_path.open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        return
+    col = rows[0].index("point") if "point" in rows[0] else 0
+    kept = [rows[0]] + [r for r in rows[1:] if r and r[col] not in points]
+    if len(kept) == len(rows):
+        return
+    buf = io.StringIO()
+    csv.writer(buf).writerows(kept)
+    atomic_write_text(csv_path, buf.getvalue())
+
+
+class FolderLock:
+    """An exclusive lock on a sweep folder (flock on DIR/.sweep.lock): a second sweep into the same
+    folder refuses at once. The kernel drops the lock when its holder exits, however it exits."""
+
+    def __init__(self, folder: Path):
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.fh = (folder / ".sweep.lock").open("a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "?"
+            self.fh.close()
+            raise ConfigError(f"another sweep (pid {holder}) is writing into {folder}; wait for it to finish "
+                              f"or choose another --out") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(str(os.getpid()))
+        self.fh.flush()
+
+    def release(self) -> None:
+        self.fh.close()
+
+
 class _Writer:
     def __init__(self, csv_path: Path, columns: list[str], header: list[str] | None):
-        if header is not None and header != columns:
-            raise ConfigError(f"{csv_path} holds another sweep's results (its columns differ); "
-                              f"use another --out")
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         self.fh = csv_path.open("a", newline="")
         self.writer = csv.DictWriter(self.fh, fieldnames=columns, extrasaction="ignore")
@@ -240,48 +288,69 @@ def run_sweep(sweep: str | Path | Mapping[str, Any], out_dir: str | Path, worker
         raise ConfigError(f"--workers must be >= 1 (got {workers})")
     keys = sorted({k for p in points for k in p})
     csv_path = Path(out_dir) / "results.csv"
-    done, header = finished_points(csv_path)
-    todo = [p for p in points if point_key(p) not in done]
-    writer = _Writer(csv_path, _columns(keys), header)
-
-    def record(overrides, outcome):
-        writer.write(overrides, outcome)
-        if on_point:
-            on_point(overrides, outcome)
-
+    _, header = finished_points(csv_path)
+    if header is not None and header != _columns(keys):
+        raise ConfigError(f"{csv_path} holds another sweep's results (its columns differ); use another --out")
+    lock = FolderLock(Path(out_dir))
     try:
-        if ray_address is not None:
-            _run_ray(base, todo, ray_address, record)
-        else:
-            workers = workers or os.cpu_count() or 1
-            if workers == 1 or len(todo) <= 1:
-                for overrides in todo:
-                    record(overrides, run_point(base, overrides))
-            else:
-                with ProcessPoolExecutor(max_workers=min(workers, len(todo))) as pool:
-                    pending = {pool.submit(run_point, base, p): p for p in todo}
-                    while pending:
-                        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in finished:
-                            record(pending.pop(fut), fut.result())
+        done, header = finished_points(csv_path)        # again, under the lock
+        todo = [p for p in points if point_key(p) not in done]
+        _drop_rows(csv_path, {point_key(p) for p in todo})
+        writer = _Writer(csv_path, _columns(keys), header)
+
+        def record(overrides, outcome):
+            writer.write(overrides, outcome)
+            if on_point:
+                on_point(overrides, outcome)
+
+        try:
+            _run_points(base, todo, workers, ray_address, record)
+        finally:
+            writer.close()
     finally:
-        writer.close()
+        lock.release()
     return pd.read_csv(csv_path)
 
 
-def _run_ray(base, todo, address: str, record) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--ray needs the ray package (pip install 'ray[default]'); "
-                          "or run locally with --workers N") from None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(run_point)
-    pending = {remote.remote(base, p): p for p in todo}
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            record(pending.pop(ref), ray.get(ref))
+def _run_points(base, todo, workers, ray_address, record) -> None:
+    from functools import partial
+
+    from simserve.pool import run_points   # noqa: I001
+
+    if ray_address is not None:
+        from simserve.pool import run_ray
+        run_ray(partial(run_point, base), todo, ray_address, workers, record)
+        return
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(todo) <= 1:
+        for overrides in todo:
+            record(overrides, run_point(base, overrides))
+        return
+    run_points(partial(run_point, base), todo, workers, record)
+
+
+# -- the latency-throughput figure of a sweep folder (`simserve plot DIR`) -------------------------
+
+LOAD_KNOBS = ("workload.", "seed", "slo.")     # overrides that move a point along a curve, not to another one
+
+
+def figure_table(df):
+    """results.csv as `plots.sweep_figure` reads it: ok rows, a `layout` label made of the
+    overrides that are not load knobs (one curve per layout), metric columns as written."""
+    cols = list(df.columns)
+    overrides = cols[cols.index("point") + 1:cols.index("status")] if "point" in cols and "status" in cols else []
+    layout_keys = [k for k in overrides if not k.startswith(LOAD_KNOBS)]
+    ok = df[df.status == "ok"].copy()
+    if ok.empty:
+        raise ConfigError("the sweep has no finished (ok) points to draw")
+    ok["layout"] = ok.apply(lambda r: " ".join(f"{k.split('.')[-1]}={r[k]}" for k in layout_keys) or "all",
+                            axis=1) if layout_keys else "all"
+    return ok
+
+
+FIGURE_COLUMNS = {"layout": "layout", "throughput": "throughput_output_tokens_per_s", "latency": "e2e_p99_s",
+                  "goodput": "goodput_requests_per_s", "num_gpus": "num_gpus",
+                  "latency_label": "E2E latency p99 (s)", "throughput_label": "output tokens/s"}
 
 
 # -- CLI -----------------------------------------------------------------------------------------
@@ -309,7 +378,12 @@ def cmd_sweep(args) -> int:
                 if outcome["status"] == "ok" else f"{outcome['status']}: {outcome['error']}")
         print(f"[{counter['n']}/{todo}] {what}: {tail}", flush=True)
 
-    run_sweep(args.sweep, out, workers=args.workers, ray_address=args.ray, on_point=progress)
+    df = run_sweep(args.sweep, out, workers=args.workers, ray_address=args.ray, on_point=progress)
+    failed = int((df.status == "failed").sum())
+    if failed:
+        print(f"simserve sweep: {failed} point(s) failed (worker died or internal error); re-run the same "
+              f"command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -318,6 +392,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("sweep", help="sweep YAML: base, grid and/or points, set")
     p.add_argument("--out", help="results folder (default: results/SWEEP_NAME); results.csv inside")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
-    p.add_argument("--ray", metavar="ADDRESS", default=None, help="run points as Ray tasks on this cluster")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run points as Ray tasks on this cluster (auto, ray://host:port, or local: a private instance)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)

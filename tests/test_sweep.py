@@ -92,3 +92,43 @@ def test_ray_without_the_package_is_a_clear_error(tmp_path):
     sweep = write(tmp_path, {"base": BASE, "points": [{"seed": 1}]})
     with pytest.raises(ConfigError, match="needs the ray package"):
         run_sweep(sweep, tmp_path / "out", ray_address="auto")
+
+
+VOLATILE = ("wall_time_s",)      # the only column that differs between runs of the same point
+
+
+def test_ray_local_instance_gives_the_same_rows_as_local_processes(tmp_path):
+    """A private Ray instance with 2 CPUs, started by the sweep itself (`--ray local`)."""
+    pytest.importorskip("ray")
+    sweep = write(tmp_path, {"base": BASE, "grid": {"parallelism.tp": [1, 2], "seed": [0, 1]}})
+    local = run_sweep(sweep, tmp_path / "local", workers=2)
+    ray_rows = run_sweep(sweep, tmp_path / "ray", workers=2, ray_address="local")
+    key = lambda df: df.drop(columns=list(VOLATILE)).sort_values("point").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(key(local), key(ray_rows))
+    assert (ray_rows.status == "ok").all() and len(ray_rows) == 4
+
+
+def test_ray_auto_without_a_cluster_is_one_line(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    sweep = write(tmp_path, {"base": BASE, "points": [{"seed": 1}]})
+    with pytest.raises(ConfigError, match="cannot connect") as info:
+        run_sweep(sweep, tmp_path / "out", ray_address="auto")
+    assert "\n" not in str(info.value)
+
+
+def test_plot_of_a_sweep_folder_draws_the_latency_throughput_figure(tmp_path, capsys):
+    """One curve per layout (tp), points along it by arrival rate; the PNG is a real image."""
+    base = {**BASE, "workload": {**BASE["workload"], "arrivals": {"process": "poisson", "rate": 1.0}}}
+    sweep = write(tmp_path, {"base": base, "grid": {"parallelism.tp": [1, 2],
+                                                     "workload.arrivals.rate": [1.0, 4.0]}})
+    run_sweep(sweep, tmp_path / "out", workers=1)
+    assert main(["plot", str(tmp_path / "out")]) == 0
+    png = (tmp_path / "out" / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    from simserve.plots import sweep_figure
+    from simserve.sweep import FIGURE_COLUMNS, figure_table
+    fig = sweep_figure(figure_table(pd.read_csv(tmp_path / "out" / "results.csv")), **FIGURE_COLUMNS)
+    curves = {line.get_gid() for line in fig.axes[0].get_lines()}
+    assert curves == {"sweep-tp=1", "sweep-tp=2"}
+    assert all(len(line.get_xdata()) == 2 for line in fig.axes[0].get_lines())
