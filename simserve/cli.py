@@ -35,28 +35,32 @@ def resolve_config(name: str | None) -> Path:
 
 
 def _print_summary(summary: dict, out_dir: Path | None) -> None:
+    """The summary as a table; every label is a summary.json key (metrics.flat_summary's scheme)."""
     from rich.console import Console
     from rich.table import Table
 
+    from simserve.metrics import DISTRIBUTIONS
+
     console = Console()
     layout = " ".join(f"{k}{v}" for k, v in summary.get("layout", {}).items() if v != 1) or "one GPU"
-    table = Table(title=f"{summary.get('model')} on {summary.get('hardware')}, {layout}", show_edge=False)
+    table = Table(title=f"{summary.get('model')} on {summary.get('hardware')}, {layout} (seconds)", show_edge=False)
     table.add_column("metric")
     for col in ("mean", "p50", "p90", "p99", "max"):
         table.add_column(col, justify="right")
-    for key, label in (("ttft", "TTFT (s)"), ("tpot", "TPOT (s)"), ("itl", "ITL (s)"), ("e2e", "E2E (s)"),
-                       ("queue_delay", "queue (s)")):
+    for key in DISTRIBUTIONS:
         d = summary[key]
-        table.add_row(label, *(f"{d[c]:.4f}" for c in ("mean", "p50", "p90", "p99", "max")))
+        table.add_row(key, *(f"{d[c]:.4f}" for c in ("mean", "p50", "p90", "p99", "max")))
     console.print(table)
     console.print(
-        f"requests {summary['num_completed']}/{summary['num_requests']} completed, "
-        f"{summary['num_rejected']} rejected | output {summary['throughput_output_tokens_per_s']:.1f} tok/s | "
-        f"{summary['throughput_requests_per_s']:.3f} req/s | goodput {summary['goodput_requests_per_s']:.3f} req/s | "
-        f"GPU busy {summary['gpu_utilization']:.1%} | KV peak {summary['kv_peak_utilization']:.1%} | "
-        f"preemptions {summary['preemptions']}")
-    console.print(f"simulated {summary['sim_time_s']:.1f} s in {summary['wall_time_s']:.2f} s wall, "
-                  f"{summary['events']} events" + (f" -> {out_dir}" if out_dir else ""))
+        f"num_completed {summary['num_completed']}/{summary['num_requests']}, num_rejected "
+        f"{summary['num_rejected']} | throughput_output_tokens_per_s {summary['throughput_output_tokens_per_s']:.1f} "
+        f"| throughput_total_tokens_per_s {summary['throughput_total_tokens_per_s']:.1f} | throughput_requests_per_s "
+        f"{summary['throughput_requests_per_s']:.3f} | goodput_requests_per_s {summary['goodput_requests_per_s']:.3f}")
+    console.print(
+        f"gpu_utilization {summary['gpu_utilization']:.1%} | kv_peak_utilization "
+        f"{summary['kv_peak_utilization']:.1%} | preemptions {summary['preemptions']}")
+    console.print(f"sim_time_s {summary['sim_time_s']:.1f} in wall_time_s {summary['wall_time_s']:.2f}, "
+                  f"events {summary['events']}" + (f" -> {out_dir}" if out_dir else ""))
 
 
 def cmd_run(args) -> int:
@@ -72,6 +76,10 @@ def cmd_run(args) -> int:
     from simserve.tracing import parse_window
     trace_window = parse_window(args.trace_window)
     # --- end ---
+    formats = set(args.format or ())
+    figure_format = next((f for f in reversed(args.format or ()) if f in ("png", "svg")), "png")
+    if "parquet" in formats:
+        _need_pyarrow()
     cfg = load_config(config, overrides)          # every bad key or value refused before anything runs
     out = Path(args.out) if args.out else Path("results") / Path(config).stem
     check_out_dir(out, args.force)                # and the results folder, before the simulation
@@ -79,10 +87,16 @@ def cmd_run(args) -> int:
     if args.force:
         clear_dir(out)
     write_results(result, out)
+    if "vllm" in formats:
+        from simserve.export import write_vllm
+        write_vllm(result, out / "vllm.json")
+    if "parquet" in formats:
+        from simserve.export import write_parquet
+        write_parquet(result, out)
     # --- figures and trace (issue 7) ---
     if args.plots:
         from simserve.plots import write_figures
-        write_figures(result, out / "plots", args.format)
+        write_figures(result, out / "plots", figure_format)
     if args.trace or trace_window:
         from simserve.tracing import write_trace
         write_trace(result, out / "trace.json", trace_window)
@@ -90,6 +104,13 @@ def cmd_run(args) -> int:
     if not args.quiet:
         _print_summary(result.summary, out)
     return 0
+
+
+def _need_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ConfigError("--format parquet needs pyarrow (pip install 'simserve[parquet]')") from None
 
 
 def _estimate_args(args) -> dict:
@@ -211,7 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true")
     # --- figures and trace (issue 7) ---
     run.add_argument("--plots", action="store_true", help="write figures into OUT/plots")
-    run.add_argument("--format", choices=("png", "svg"), default="png", help="figure format (with --plots)")
+    run.add_argument("--format", action="append", choices=("png", "svg", "vllm", "parquet"), default=None,
+                     help="png or svg: figure format (with --plots); vllm: also write OUT/vllm.json with vLLM "
+                          "benchmark_serving's fields; parquet: also requests.parquet and timeline.parquet "
+                          "(needs pyarrow); repeatable")
     run.add_argument("--trace", action="store_true", help="write OUT/trace.json (Perfetto, chrome://tracing)")
     run.add_argument("--trace-window", metavar="START:END", help="trace only this simulated time (s); implies --trace")
     # --- end ---

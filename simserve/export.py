@@ -125,3 +125,28 @@ def clear_dir(path: str | Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+def write_vllm(result, path: str | Path) -> Path:
+    """vLLM benchmark_serving's result fields (simserve.metrics.vllm_benchmark) as JSON."""
+    from simserve.metrics import vllm_benchmark
+
+    gaps = result.itl_gaps if result.itl_gaps is not None else []
+    atomic_write_json(path, vllm_benchmark(result.requests, gaps, result.summary))
+    return Path(path)
+
+
+def write_parquet(result, out_dir: str | Path) -> dict[str, Path]:
+    """requests.parquet and timeline.parquet (pyarrow), beside the CSV files."""
+    import io
+
+    out = Path(out_dir)
+    paths = {}
+    for name, frame in (("requests", result.requests), ("timeline", getattr(result, "timeline", None))):
+        if frame is None:
+            continue
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        paths[name] = out / f"{name}.parquet"
+        atomic_write_bytes(paths[name], buf.getvalue())
+    return paths

@@ -41,7 +41,8 @@ def requests_frame(requests) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float], num_gpus: int,
-              sim_time_s: float, slo_ttft_s: float | None, slo_tpot_s: float | None) -> dict:
+              sim_time_s: float, slo_ttft_s: float | None, slo_tpot_s: float | None,
+              slo_e2e_s: float | None = None) -> dict:
     done = df[df.status == "completed"]
     start = float(df.arrival_s.min()) if len(df) else 0.0
     end = float(done.finish_s.max()) if len(done) else start
@@ -51,6 +52,8 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
         good &= done.ttft_s.to_numpy() <= slo_ttft_s
     if slo_tpot_s is not None:
         good &= ~(done.tpot_s.to_numpy() > slo_tpot_s)      # NaN TPOT (one-token outputs) passes
+    if slo_e2e_s is not None:
+        good &= done.e2e_s.to_numpy() <= slo_e2e_s
     gpu_time = num_gpus * sim_time_s
     breakdown = {k: (busy_s.get(k, 0.0) / gpu_time if gpu_time > 0 else 0.0) for k in TIME_KINDS}
     breakdown["idle"] = max(0.0, 1.0 - math.fsum(breakdown.values()))
@@ -62,6 +65,8 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
         "itl": distribution(itl_gaps), "e2e": distribution(done.e2e_s),
         "queue_delay": distribution(done.queue_delay_s),
         "throughput_output_tokens_per_s": float(done.osl.sum()) / duration if len(done) else 0.0,
+        "throughput_input_tokens_per_s": float(done.isl.sum()) / duration if len(done) else 0.0,
+        "throughput_total_tokens_per_s": float(done.isl.sum() + done.osl.sum()) / duration if len(done) else 0.0,
         "throughput_requests_per_s": len(done) / duration if len(done) else 0.0,
         "goodput_requests_per_s": float(good.sum()) / duration if len(done) else 0.0,
         "time_breakdown": breakdown,
@@ -89,3 +94,48 @@ def static_batch_formula(df: pd.DataFrame) -> dict | None:
     return {"batch_size": batch, "prefill_latency_s": prefill_s, "decode_latency_s": decode_s,
             "formula_output_tokens_per_s": batch * osl / (prefill_s + osl * decode_s),
             "simulated_output_tokens_per_s": batch * osl / (float(first.finish_s.max()) - start)}
+
+
+# -- one naming scheme: the summary's keys, flattened ------------------------------------------
+DISTRIBUTIONS = ("ttft", "tpot", "itl", "e2e", "queue_delay")    # seconds
+STATS = ("mean", "p50", "p90", "p99", "max")
+
+
+def flat_summary(summary: dict) -> dict:
+    """summary.json's numbers under flat names, by one rule: a distribution's statistic is
+    `<key>_<stat>_s` (summary["ttft"]["p99"] -> ttft_p99_s), a time-breakdown share is
+    `time_breakdown_<kind>`, scalars keep their key. The sweep CSV's columns are these names."""
+    flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for key in DISTRIBUTIONS:
+        for stat in STATS:
+            flat[f"{key}_{stat}_s"] = summary[key][stat]
+    for kind, share in summary.get("time_breakdown", {}).items():
+        flat[f"time_breakdown_{kind}"] = share
+    return flat
+
+
+# -- vLLM benchmark_serving's result fields ----------------------------------------------------
+def vllm_benchmark(requests: pd.DataFrame, itl_gaps, summary: dict, percentiles=(90, 99)) -> dict:
+    """The fields vLLM's benchmarks/benchmark_serving.py writes to its --save-result JSON, with
+    its definitions: duration from the first request to the last finish; TPOT = (E2E - TTFT) /
+    (output tokens - 1); ITL = every inter-token gap; E2EL = end-to-end latency; times in ms."""
+    done = requests[requests.status == "completed"]
+    duration = float(done.finish_s.max() - requests.arrival_s.min()) if len(done) else 0.0
+    out = {"backend": "simserve", "model_id": summary.get("model"), "duration": duration,
+           "completed": int(len(done)), "total_input_tokens": int(done.isl.sum()),
+           "total_output_tokens": int(done.osl.sum()),
+           "request_throughput": summary["throughput_requests_per_s"],
+           "request_goodput": summary["goodput_requests_per_s"],
+           "output_throughput": summary["throughput_output_tokens_per_s"],
+           "total_token_throughput": summary["throughput_total_tokens_per_s"]}
+    samples = {"ttft": done.ttft_s, "tpot": done.tpot_s, "itl": itl_gaps, "e2el": done.e2e_s}
+    for name, values in samples.items():
+        arr = np.asarray(values, dtype=float)
+        arr = arr[~np.isnan(arr)] * 1000.0
+        empty = arr.size == 0
+        out[f"mean_{name}_ms"] = 0.0 if empty else math.fsum(arr) / arr.size
+        out[f"median_{name}_ms"] = 0.0 if empty else float(np.median(arr))
+        out[f"std_{name}_ms"] = 0.0 if empty else float(np.std(arr))
+        for p in percentiles:
+            out[f"p{p}_{name}_ms"] = 0.0 if empty else float(np.percentile(arr, p))
+    return out

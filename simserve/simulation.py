@@ -298,7 +298,7 @@ def simulate(config=None, *, overrides=(), show_progress: bool | None = False) -
         collectives.setdefault(op, {})[algo] = collectives.setdefault(op, {}).get(algo, 0) + calls
     num_gpus = placement.num_gpus
     summary = summarize(df, gaps, busy_s=busy, num_gpus=num_gpus, sim_time_s=sim_time_s,
-                        slo_ttft_s=cfg.slo.ttft_s, slo_tpot_s=cfg.slo.tpot_s)
+                        slo_ttft_s=cfg.slo.ttft_s, slo_tpot_s=cfg.slo.tpot_s, slo_e2e_s=cfg.slo.e2e_s)
     done = df.status == "completed"
     moved = {kind: float(b) for kind, b in sorted(network.bytes_by_kind.items()) if b}
     summary.update({
@@ -352,6 +352,7 @@ def moe_summary(cfg: SimConfig, model: ModelCard, stages: list[MoeStage], plan: 
 
 
 _ORDER = ["num_requests", "num_completed", "num_rejected", "ttft", "tpot", "itl", "e2e", "queue_delay",
-          "throughput_output_tokens_per_s", "throughput_requests_per_s", "goodput_requests_per_s",
+          "throughput_output_tokens_per_s", "throughput_input_tokens_per_s", "throughput_total_tokens_per_s",
+          "throughput_requests_per_s", "goodput_requests_per_s",
           "time_breakdown", "bytes_moved", "gpu_utilization", "kv_peak_utilization", "preemptions",
           "sim_time_s", "wall_time_s", "events"]

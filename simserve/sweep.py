@@ -44,12 +44,13 @@ from typing import Any, Callable, Iterable, Mapping
 
 from simserve.errors import ConfigError, SimserveError
 
-METRICS = (
+METRICS = (   # simserve.metrics.flat_summary's names (summary.json flattened), then per-GPU figures
     "num_gpus", "num_requests", "num_completed", "num_rejected",
-    "ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p50_s", "e2e_p99_s",
-    "throughput_output_tokens_per_s", "throughput_requests_per_s", "goodput_requests_per_s",
-    "goodput_per_gpu", "output_tokens_per_s_per_gpu",
-    "compute_share", "allreduce_share", "alltoall_share", "p2p_share", "bubble_share", "idle_share",
+    *(f"{k}_{s}_s" for k in ("ttft", "tpot", "itl", "e2e") for s in ("mean", "p50", "p90", "p99")),
+    "throughput_output_tokens_per_s", "throughput_input_tokens_per_s", "throughput_total_tokens_per_s",
+    "throughput_requests_per_s", "goodput_requests_per_s",
+    "goodput_requests_per_s_per_gpu", "throughput_output_tokens_per_s_per_gpu",
+    *(f"time_breakdown_{k}" for k in ("compute", "allreduce", "alltoall", "p2p", "bubble", "idle")),
     "sim_time_s", "wall_time_s",
 )
 SWEEP_KEYS = ("base", "grid", "points", "set")
@@ -153,25 +154,14 @@ def validate_points(base, points: Iterable[Mapping[str, Any]]) -> None:
 # -- one point -----------------------------------------------------------------------------------
 
 def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
-    br = summary.get("time_breakdown", {})
+    from simserve.metrics import flat_summary
+
+    flat = flat_summary(dict(summary))
     gpus = int(summary.get("num_gpus") or 1)
-    return {
-        "num_gpus": gpus,
-        "num_requests": summary["num_requests"], "num_completed": summary["num_completed"],
-        "num_rejected": summary["num_rejected"],
-        "ttft_p50_s": summary["ttft"]["p50"], "ttft_p99_s": summary["ttft"]["p99"],
-        "tpot_p50_s": summary["tpot"]["p50"], "tpot_p99_s": summary["tpot"]["p99"],
-        "e2e_p50_s": summary["e2e"]["p50"], "e2e_p99_s": summary["e2e"]["p99"],
-        "throughput_output_tokens_per_s": summary["throughput_output_tokens_per_s"],
-        "throughput_requests_per_s": summary["throughput_requests_per_s"],
-        "goodput_requests_per_s": summary["goodput_requests_per_s"],
-        "goodput_per_gpu": summary["goodput_requests_per_s"] / gpus,
-        "output_tokens_per_s_per_gpu": summary["throughput_output_tokens_per_s"] / gpus,
-        "compute_share": br.get("compute", 0.0), "allreduce_share": br.get("allreduce", 0.0),
-        "alltoall_share": br.get("alltoall", 0.0), "p2p_share": br.get("p2p", 0.0),
-        "bubble_share": br.get("bubble", 0.0), "idle_share": br.get("idle", 0.0),
-        "sim_time_s": summary["sim_time_s"], "wall_time_s": summary["wall_time_s"],
-    }
+    flat["num_gpus"] = gpus
+    flat["goodput_requests_per_s_per_gpu"] = summary["goodput_requests_per_s"] / gpus
+    flat["throughput_output_tokens_per_s_per_gpu"] = summary["throughput_output_tokens_per_s"] / gpus
+    return {k: flat.get(k, 0.0) for k in METRICS}
 
 
 def run_point(base, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -374,7 +364,8 @@ def cmd_sweep(args) -> int:
         if args.quiet:
             return
         what = ", ".join(f"{k}={_format_value(v)}" for k, v in overrides.items()) or "(base)"
-        tail = (f"TTFT p50 {outcome['ttft_p50_s']:.3g} s, {outcome['throughput_output_tokens_per_s']:.1f} tok/s"
+        tail = (f"ttft_p50_s {outcome['ttft_p50_s']:.3g}, throughput_output_tokens_per_s "
+                f"{outcome['throughput_output_tokens_per_s']:.1f}"
                 if outcome["status"] == "ok" else f"{outcome['status']}: {outcome['error']}")
         print(f"[{counter['n']}/{todo}] {what}: {tail}", flush=True)
 

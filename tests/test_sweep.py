@@ -33,12 +33,12 @@ def test_small_grid_writes_one_row_per_point_with_metrics(tmp_path):
     assert len(df) == 4 and (df.status == "ok").all()
     assert set(df["parallelism.tp"]) == {1, 2}
     for col in ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "e2e_p99_s", "throughput_output_tokens_per_s",
-                "goodput_requests_per_s", "num_gpus", "goodput_per_gpu", "allreduce_share", "p2p_share",
-                "bubble_share", "wall_time_s"):
+                "goodput_requests_per_s", "num_gpus", "goodput_requests_per_s_per_gpu", "time_breakdown_allreduce",
+                "time_breakdown_p2p", "time_breakdown_bubble", "wall_time_s"):
         assert df[col].notna().all(), col
     assert list(df.sort_values("parallelism.tp").num_gpus.unique()) == [1, 2]
-    assert (df[df["parallelism.tp"] == 1].allreduce_share == 0).all()
-    assert (df[df["parallelism.tp"] == 2].allreduce_share > 0).all()
+    assert (df[df["parallelism.tp"] == 1].time_breakdown_allreduce == 0).all()
+    assert (df[df["parallelism.tp"] == 2].time_breakdown_allreduce > 0).all()
 
 
 def test_rerun_skips_finished_points_and_runs_only_new_ones(tmp_path):
