@@ -9,6 +9,7 @@ from pathlib import Path
 from simserve.errors import CapacityError, ConfigError, SimserveError
 
 EXAMPLES = Path(__file__).parent / "examples"
+PROGRESS_LINE_S = 10.0      # without a progress bar (--quiet, not a terminal): a line this often
 DEFAULT_CONFIG = EXAMPLES / "default.yaml"
 
 
@@ -83,6 +84,8 @@ def cmd_run(args) -> int:
     cfg = load_config(config, overrides)          # every bad key or value refused before anything runs
     out = Path(args.out) if args.out else Path("results") / Path(config).stem
     check_out_dir(out, args.force)                # and the results folder, before the simulation
+    from simserve import progress
+    progress.LINES_EVERY_S = PROGRESS_LINE_S      # a long run without the bar still reports (stderr)
     result = simulate(cfg, show_progress=False if args.quiet else None)
     if args.force:
         clear_dir(out)
@@ -98,8 +101,12 @@ def cmd_run(args) -> int:
         from simserve.plots import write_figures
         write_figures(result, out / "plots", figure_format)
     if args.trace or trace_window:
-        from simserve.tracing import write_trace
-        write_trace(result, out / "trace.json", trace_window)
+        from simserve.tracing import DEFAULT_WINDOW_S, default_window, write_trace
+        window = default_window(result.summary["sim_time_s"], trace_window)
+        if window != trace_window and not args.quiet:
+            print(f"trace: the first {DEFAULT_WINDOW_S:g} s of {result.summary['sim_time_s']:.0f} s simulated "
+                  f"(--trace-window START:END for another span)", flush=True)
+        write_trace(result, out / "trace.json", window)
     # --- end ---
     if not args.quiet:
         _print_summary(result.summary, out)

@@ -13,6 +13,9 @@ How the simulation uses it (one `with` around `env.run()` in simserve/simulation
         env.run()
 
 `enabled=None` shows the bar only when stdout is a terminal; the CLI passes False for --quiet.
+Where no bar is shown and `LINES_EVERY_S` is set (the CLI sets it), a run that lasts longer than
+that gets a plain line on stderr every `LINES_EVERY_S` seconds of wall time instead, so a long
+`exact` run under --quiet or in a log file does not look hung. The library default is silence.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
+
+LINES_EVERY_S: float | None = None     # plain progress lines when no bar is shown (the CLI: 10 s)
 
 
 def should_show(enabled: bool | None = None, stream=None) -> bool:
@@ -78,7 +83,11 @@ def track(env, *, total: int, done: Callable[[], int], horizon_s: float | None =
     total: requests in the run; done(): requests finished or rejected so far; horizon_s: the
     last arrival time, if known, shown beside the simulated clock."""
     if not should_show(enabled, getattr(console, "file", None)):
-        yield None
+        if LINES_EVERY_S is None:
+            yield None
+            return
+        with _lines(env, total, done, horizon_s, LINES_EVERY_S, check_every) as reporter:
+            yield reporter
         return
     tracker = _Tracker(env, total, done, horizon_s, refresh_s, check_every, console)
     had_own = "step" in vars(env)
@@ -94,3 +103,33 @@ def track(env, *, total: int, done: Callable[[], int], horizon_s: float | None =
         else:
             del env.step
         tracker.progress.stop()
+
+
+@contextlib.contextmanager
+def _lines(env, total: int, done: Callable[[], int], horizon_s: float | None, every_s: float, check_every: int):
+    """One stderr line every `every_s` of wall time (first after `every_s`): requests done,
+    simulated and wall time. Like the bar, it only reads the environment between events."""
+    start = time.monotonic()
+    state = {"next": start + every_s, "count": 0}
+    had_own = "step" in vars(env)
+    original = env.step
+
+    def step_and_report():
+        original()
+        state["count"] += 1
+        if state["count"] >= check_every:
+            state["count"] = 0
+            now = time.monotonic()
+            if now >= state["next"]:
+                state["next"] = now + every_s
+                sim = f"{env.now:,.1f} s" + (f" of ~{horizon_s:,.0f} s" if horizon_s else "")
+                print(f"simserve: simulating: {int(done()):,}/{int(total):,} requests, sim {sim}, "
+                      f"wall {now - start:,.0f} s", file=sys.stderr, flush=True)
+    env.step = step_and_report
+    try:
+        yield None
+    finally:
+        if had_own:
+            env.step = original
+        else:
+            del env.step

@@ -1,12 +1,13 @@
 """A run as a Chrome trace (trace event format, JSON), for the Perfetto UI and chrome://tracing.
 
 Layout (pid = one process per replica, plus one for the requests):
-- one thread per GPU of the replica ("GPU g (stage s)"): complete events (`ph: "X"`) for each
-  iteration or coalesced decode run of its stage, split into a compute slice followed by its
-  all-reduce and all-gather slices (the collectives of the iteration summed: the timeline keeps
-  per-iteration totals, not each layer's collective). Every GPU of a tensor-parallel group runs in
-  lockstep, so they carry the same slices. Slices on a GPU thread tile [start, end] of their row
-  and rows of a stage never overlap, so slices on one GPU thread never overlap.
+- one thread per pipeline stage of the replica ("stage s (GPUs a-b)", tid = 1 + its first GPU):
+  complete events (`ph: "X"`) for each iteration or coalesced decode run of the stage, split into
+  a compute slice followed by its all-reduce and all-gather slices (the collectives of the
+  iteration summed: the timeline keeps per-iteration totals, not each layer's collective). Every
+  GPU of a tensor-parallel group runs in lockstep, so one track stands for all of them (args.gpus
+  says how many); a per-GPU copy would multiply a tp8 trace by 8. Slices on a stage thread tile
+  [start, end] of their row and rows of a stage never overlap, so they never overlap.
 - one thread per pipeline link direction ("P2P stage s -> s+1"): one slice per transfer
   (activations forward, sampled token ids from the last stage back to the first). Transfers on
   one link can overlap; they are spread over as many sub-tracks as needed so none overlaps.
@@ -15,7 +16,9 @@ Layout (pid = one process per replica, plus one for the requests):
   "decode" (-> last token) slices; rejected requests are an async instant ("n") with the reason.
 
 Timestamps are microseconds of simulated time. `window=(start_s, end_s)` keeps what overlaps the
-window, clipped to it, so traces of long runs stay small.
+window, clipped to it, so traces of long runs stay small: `simserve run --trace` on a run longer
+than DEFAULT_WINDOW_S keeps the first DEFAULT_WINDOW_S seconds unless a window is given, and any
+trace above WARN_BYTES is written with a warning that says how to narrow it.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ from simserve.errors import SimserveError
 
 US = 1e6
 REQUESTS_PID = 0
+DEFAULT_WINDOW_S = 60.0      # --trace on a longer run: the first minute, unless --trace-window says otherwise
+WARN_BYTES = 50_000_000      # Perfetto loads ~50 MB of JSON in seconds; beyond that it crawls
 
 
 def parse_window(text: str | None) -> tuple[float, float] | None:
@@ -89,8 +94,9 @@ def trace_events(run, window: tuple[float, float] | None = None) -> list[dict]:
         pid = replica + 1
         meta(pid, 0, "process_name", f"replica {replica} ({layout})", sort=pid)
         for s in range(num_stages[replica]):
-            for g in gpus_of[(replica, s)]:
-                meta(pid, 1 + g, "thread_name", f"GPU {g} (stage {s})", sort=g)
+            gpus = gpus_of[(replica, s)]
+            span = f"GPU {gpus[0]}" if len(gpus) == 1 else f"GPUs {min(gpus)}-{max(gpus)}"
+            meta(pid, 1 + gpus[0], "thread_name", f"stage {s} ({span})", sort=gpus[0])
     meta(REQUESTS_PID, 0, "process_name", "requests", sort=10**6)
 
     tl = run.timeline
@@ -109,18 +115,17 @@ def trace_events(run, window: tuple[float, float] | None = None) -> list[dict]:
             b2 = min(b1 + float(ar), end)
             parts = [(start, b1, "compute", _compute_name(kind, int(steps), int(pre), int(dec))),
                      (b1, b2, "allreduce", "all-reduce"), (b2, end, "allgather", "all-gather")]
+            gpus = gpus_of.get((rep, stage), [stage])
             args = {"steps": int(steps), "prefill_tokens": int(pre), "decode_seqs": int(dec),
                     "kv_blocks": f"{int(kv_used)}/{int(kv_total)}", "running": int(running),
-                    "waiting": int(waiting)}
+                    "waiting": int(waiting), "gpus": len(gpus)}
             for a, b, cat, name in parts:
                 a, b = max(a, lo), min(b, hi)
                 if b <= a:
                     continue
                 ts = a * US
-                dur = b * US - ts
-                for g in gpus_of.get((rep, stage), [stage]):
-                    events.append({"ph": "X", "cat": cat, "name": name, "pid": rep + 1, "tid": 1 + g,
-                                   "ts": ts, "dur": dur, "args": args})
+                events.append({"ph": "X", "cat": cat, "name": name, "pid": rep + 1, "tid": 1 + gpus[0],
+                               "ts": ts, "dur": b * US - ts, "args": args})
         transfers = rows[rows.kind == "p2p"].sort_values(["replica", "stage", "start_s"], kind="stable")
         lanes_end: dict[tuple[int, int], list[float]] = {}
         named = set()
@@ -195,13 +200,27 @@ def trace_document(run, window: tuple[float, float] | None = None) -> dict:
     return {"traceEvents": trace_events(run, window), "displayTimeUnit": "ms", "otherData": other}
 
 
-def write_trace(run, path: str | Path, window: tuple[float, float] | None = None) -> Path:
-    """Write trace.json (compact JSON) atomically; returns its path."""
+def default_window(sim_time_s: float, window: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The window `--trace` uses: the one given, else the first DEFAULT_WINDOW_S of a longer run."""
+    if window is None and sim_time_s > DEFAULT_WINDOW_S:
+        return 0.0, DEFAULT_WINDOW_S
+    return window
+
+
+def write_trace(run, path: str | Path, window: tuple[float, float] | None = None, warn=None) -> Path:
+    """Write trace.json (compact JSON) atomically; returns its path. `warn(line)` hears about a
+    trace above WARN_BYTES (default: printed to stderr)."""
+    import sys
+
     from simserve.export import atomic_write_text
 
     path = Path(path)
-    atomic_write_text(path, json.dumps(trace_document(run, window), separators=(",", ":"),
-                                       default=_json_default))
+    text = json.dumps(trace_document(run, window), separators=(",", ":"), default=_json_default)
+    atomic_write_text(path, text)
+    if len(text) > WARN_BYTES:
+        line = (f"simserve: warning: {path} is {len(text) / 1e6:.0f} MB; Perfetto is slow above "
+                f"{WARN_BYTES / 1e6:.0f} MB: narrow it with --trace-window START:END (or simserve trace --window)")
+        (warn or (lambda msg: print(msg, file=sys.stderr)))(line)
     return path
 
 

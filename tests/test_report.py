@@ -125,3 +125,20 @@ def test_progress_is_quiet_off_a_terminal():
     env = simpy.Environment()
     with progress.track(env, total=1, done=lambda: 0, enabled=False) as tracker:
         assert tracker is None and "step" not in vars(env)
+
+
+def test_progress_lines_without_a_bar_do_not_change_the_run(capsys, monkeypatch):
+    """With LINES_EVERY_S set and no bar, a long run prints plain stderr lines; results identical."""
+    from simserve import progress
+    from simserve.simulation import simulate
+
+    cfg = {"model": "llama-3.1-8b", "fidelity": "exact", "parallelism": {"tp": 2},  # tp: >4096 events
+           "workload": {"lengths": {"isl": 128, "osl": 8}, "arrivals": {"process": "poisson", "rate": 20.0},
+                        "num_requests": 4}}
+    quiet = simulate(cfg)
+    monkeypatch.setattr(progress, "LINES_EVERY_S", 0.0)       # every check: at least one line
+    loud = simulate(cfg, show_progress=False)
+    err = capsys.readouterr().err
+    assert "simserve: simulating:" in err and "/4 requests" in err
+    assert loud.summary["events"] == quiet.summary["events"]
+    assert loud.requests.equals(quiet.requests)

@@ -87,14 +87,16 @@ def test_slices_on_one_track_never_overlap(trace):
 def test_compute_slices_add_up_to_the_summary(result, trace):
     s = result.summary
     tracks = slices_by_track(trace["traceEvents"])
-    compute_s = sum(e["dur"] for (pid, tid), sl in tracks.items() if tid < LINK_TID for e in sl
-                    if e["cat"] == "compute") / 1e6
+    # one track per stage stands for its args.gpus GPUs
+    compute_s = sum(e["dur"] * e["args"]["gpus"] for (pid, tid), sl in tracks.items() if tid < LINK_TID
+                    for e in sl if e["cat"] == "compute") / 1e6
     # summed over ~10^3-10^4 slices, each scaled to us and back: relative error far below 1e-9
     assert compute_s == pytest.approx(s["time_breakdown"]["compute"] * s["num_gpus"] * s["sim_time_s"], rel=1e-9)
     for stage in s["stages"]:
-        for gpu in stage["gpus"]:
-            busy = sum(e["dur"] for e in tracks[(stage["replica"] + 1, 1 + gpu)]) / 1e6
-            assert busy == pytest.approx(stage["busy_s"], rel=1e-9)
+        busy = sum(e["dur"] for e in tracks[(stage["replica"] + 1, 1 + stage["gpus"][0])]) / 1e6
+        assert busy == pytest.approx(stage["busy_s"], rel=1e-9)
+        for gpu in stage["gpus"][1:]:          # no per-GPU copies
+            assert (stage["replica"] + 1, 1 + gpu) not in tracks
 
 
 def test_pipeline_transfers_have_link_tracks(result, trace):
@@ -149,3 +151,30 @@ def test_run_trace_cli(tmp_path):
     assert main(["run", str(cfg), "--out", str(out), "--trace-window", "2:1", "--quiet"]) == 2
     assert main(["trace", str(out), "--out", str(tmp_path / "t.json")]) == 0
     assert json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+
+
+def test_long_run_trace_defaults_to_a_window_and_big_traces_warn(tmp_path, capsys, monkeypatch):
+    """A run longer than DEFAULT_WINDOW_S traced without a window keeps its first DEFAULT_WINDOW_S;
+    a trace above WARN_BYTES is written with a one-line warning naming --trace-window."""
+    import json as _json
+
+    import yaml
+
+    from simserve import tracing
+    from simserve.cli import main
+
+    cfg = tmp_path / "long.yaml"          # ~90 s of arrivals at 1 request/s
+    cfg.write_text(yaml.safe_dump({"model": "llama-3.1-8b", "workload": {
+        "lengths": {"isl": 64, "osl": 4}, "arrivals": {"process": "poisson", "rate": 1.0}, "num_requests": 90}}))
+    monkeypatch.setattr(tracing, "WARN_BYTES", 1000)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--trace"]) == 0
+    captured = capsys.readouterr()
+    summary = _json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["sim_time_s"] > tracing.DEFAULT_WINDOW_S
+    assert f"the first {tracing.DEFAULT_WINDOW_S:g} s" in captured.out
+    doc = _json.loads((tmp_path / "out" / "trace.json").read_text())
+    assert doc["otherData"]["window_s"] == [0.0, tracing.DEFAULT_WINDOW_S]
+    assert max(e["ts"] + e.get("dur", 0) for e in doc["traceEvents"] if "ts" in e) <= tracing.DEFAULT_WINDOW_S * 1e6
+    warning = [ln for ln in captured.err.splitlines() if "warning" in ln]
+    assert len(warning) == 1 and "--trace-window" in warning[0]
+    assert tracing.default_window(10.0, None) is None and tracing.default_window(100.0, (1.0, 2.0)) == (1.0, 2.0)
