@@ -78,3 +78,15 @@ def test_readme_estimate_and_collective_examples_run(capsys):
     assert examples
     for line in examples:
         assert main(shlex.split(line)[1:]) == 0, line
+
+
+def test_every_bundled_example_runs_by_name(tmp_path):
+    """`simserve run NAME` for each shipped example (first 6 requests: the layout fits and runs)."""
+    from simserve.cli import EXAMPLES, main
+
+    names = sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
+    assert "default" in names and "llama70b-tp8-h100" in names
+    for name in names:
+        assert main(["run", name, "--out", str(tmp_path / name), "--quiet",
+                     "--set", "workload.num_requests=6"]) == 0, name
+        assert (tmp_path / name / "summary.json").is_file()
