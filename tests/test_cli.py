@@ -112,3 +112,14 @@ def test_catalog_lists_everything():
     assert {"h100-sxm", "h200", "b200", "a100-80gb", "mi300x", "mi325x", "mi355x"} <= set(data["hardware"])
     assert {"llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "mixtral-8x7b", "mixtral-8x22b",
             "qwen3-30b-a3b", "deepseek-v3"} <= set(data["models"])
+
+
+def test_out_must_be_empty_unless_force_which_clears_it(tmp_path, capsys):
+    cfg = small_config(tmp_path, SMALL)
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--plots"]) == 0
+    assert (out / "plots").is_dir()
+    assert main(["run", str(cfg), "--out", str(out), "--quiet"]) == 2       # not empty: refused
+    assert "--force" in capsys.readouterr().err
+    assert main(["run", str(cfg), "--out", str(out), "--quiet", "--force"]) == 0
+    assert not (out / "plots").exists() and (out / "summary.json").is_file()   # the old run's plots are gone
