@@ -510,10 +510,13 @@ def cmd_plot(args) -> int:
     sweeps = [d for d in dirs if (d / "results.csv").is_file() and not (d / "summary.json").is_file()]
     for d in sweeps:
         from simserve.sweep import FIGURE_COLUMNS, figure_table
-        df = figure_table(pd.read_csv(d / "results.csv"))
+        df = pd.read_csv(d / "results.csv")
+        columns = {}
+        if "status" in df.columns:          # a `simserve sweep` folder; else a table with sweep_figure's names
+            df, columns = figure_table(df), FIGURE_COLUMNS
         path = Path(args.out or d) / f"sweep.{args.format}"
         print(f"drawing {len(df)} sweep points from {d / 'results.csv'}", flush=True)
-        atomic_write_bytes(path, figure_bytes(sweep_figure(df, **FIGURE_COLUMNS), args.format))
+        atomic_write_bytes(path, figure_bytes(sweep_figure(df, **columns), args.format))
         written[f"sweep ({d})"] = path
     run_dirs = [(d, lab) for d, lab in zip(dirs, labels) if d not in sweeps]
     if run_dirs:
