@@ -85,8 +85,11 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("results") / Path(config).stem
     check_out_dir(out, args.force)                # and the results folder, before the simulation
     from simserve import progress
-    progress.LINES_EVERY_S = PROGRESS_LINE_S      # a long run without the bar still reports (stderr)
-    result = simulate(cfg, show_progress=False if args.quiet else None)
+    saved, progress.LINES_EVERY_S = progress.LINES_EVERY_S, PROGRESS_LINE_S   # no bar: still a line (stderr)
+    try:
+        result = simulate(cfg, show_progress=False if args.quiet else None)
+    finally:
+        progress.LINES_EVERY_S = saved
     if args.force:
         clear_dir(out)
     write_results(result, out)
