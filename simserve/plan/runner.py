@@ -114,6 +114,9 @@ class LocalPool:
 
     def close(self) -> None:
         if self.pool is not None:
+            if self.pending:      # interrupted: stop the probes in flight (a resume re-runs them)
+                for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                    proc.terminate()
             self.pool.shutdown(wait=False, cancel_futures=True)
 
 
