@@ -103,10 +103,12 @@ def read_validation(name: str, component: str) -> pd.DataFrame | None:
         model_col = next((c for c in ("simulated", "modelled", "simserve", "model") if c in df), None)
         if "measured" not in df or model_col is None:
             continue
-        held = df.role.eq("held_out") if "role" in df else df.get("held_out", pd.Series(True, index=df.index))
-        group = df.runtime if "runtime" in df else df.get("system", pd.Series(name, index=df.index))
+        held = (df.role.astype(str).str.replace("-", "_") == "held_out" if "role" in df
+                else df.get("held_out", pd.Series(True, index=df.index)))
+        group = df.runtime if "runtime" in df else pd.Series(f"{name} points", index=df.index)
         unit = df.metric.astype(str) if "metric" in df else df.get("unit", pd.Series("", index=df.index))
-        case = df.id if "id" in df else df.get("case", pd.Series(range(len(df)), index=df.index)).astype(str)
+        parts = [c for c in ("id", "case", "system", "op", "gpus", "bytes", "algorithm") if c in df]
+        case = df[parts].astype(str).agg(" ".join, axis=1)
         return pd.DataFrame({"component": component, "subset": group.astype(str), "case": case,
                              "measured": df.measured.astype(float), "modelled": df[model_col].astype(float),
                              "unit": unit, "held_out": held.astype(bool),
