@@ -1,25 +1,19 @@
 """`simserve estimate`: one prefill step and one decode step in closed form, and the memory plan.
 
-No simulation: the cost model and the idle-network collective times the engine itself uses
-(engine.stage.Stage), evaluated for one fixed batch going through the pipeline as one micro-batch.
+No simulation: each stage's iteration plan (simserve.iteration), the same plan the engine plays,
+priced in closed form on an idle network, for one fixed batch going through the pipeline as one
+micro-batch.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from simserve.catalog import DTYPE_BYTES, get_hardware, get_model
 from simserve.cost import BatchStats, Precision, Shard, StepCost, head_ops, layer_ops, memory_plan
 from simserve.cost.roofline import op_time
-from simserve.engine.stage import Stage
 from simserve.errors import ConfigError
-from simserve.network.topology import Topology, build_topology
+from simserve.iteration import IdleNetwork, price
+from simserve.iteration.build import DensePlanner
+from simserve.network.topology import build_topology
 from simserve.placement import place, split_layers
-
-
-@dataclass(frozen=True)
-class IdleNetwork:
-    """What Stage needs of a Communicator for closed-form times: the topology (idle network)."""
-    topology: Topology
 
 
 def _operators(model, shards, precision, gpu, batch: BatchStats) -> list[dict]:
@@ -36,9 +30,13 @@ def _operators(model, shards, precision, gpu, batch: BatchStats) -> list[dict]:
     return list(totals.values())
 
 
-def _step(model, shards, stages, precision, gpu, batch: BatchStats, transfer_s: float) -> dict:
+def _time(planner: DensePlanner, network: IdleNetwork, batch: BatchStats) -> float:
+    return price(planner.plan(batch), network).total
+
+
+def _step(model, shards, stages, network, precision, gpu, batch: BatchStats, transfer_s: float) -> dict:
     compute = [st.step_cost.time(batch) for st in stages]
-    comm = [st.time(batch) - c for st, c in zip(stages, compute)]
+    comm = [_time(st, network, batch) - c for st, c in zip(stages, compute)]
     p2p = transfer_s * (len(stages) - 1)
     return {"time_s": sum(compute) + sum(comm) + p2p, "compute_s": sum(compute),
             "communication_s": sum(comm) + p2p, "allreduce_and_gather_s": sum(comm), "p2p_s": p2p,
@@ -69,13 +67,13 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
     prec = Precision(weights=precision, kv=kv, activations="fp32" if precision == "fp32" else "bf16")
     layers = split_layers(m.num_layers, pp)
     shards = [Shard(tp=tp, num_layers=n, first_stage=s == 0, last_stage=s == pp - 1) for s, n in enumerate(layers)]
-    gpus_per_node = 8
+    gpus_per_node = build_topology(gpu, nodes=1, name=topology).gpus_per_node   # the node as catalogued
     nodes = -(-tp * pp // gpus_per_node)
     topo = build_topology(gpu, nodes=nodes, name=topology)
     placement = place(tp, pp, 1, topo.nodes, topo.gpus_per_node)
     net = IdleNetwork(topo)
-    stages = [Stage(None, net, StepCost(m, sh, prec, gpu), placement.replicas[0][s], m, prec, sh, sh.num_layers,
-                    "auto", "fast", exclusive_links=True) for s, sh in enumerate(shards)]
+    stages = [DensePlanner(m, sh, prec, gpu, placement.replicas[0][s], "auto", StepCost(m, sh, prec, gpu))
+              for s, sh in enumerate(shards)]
 
     def transfer_s(tokens: int) -> float:   # hidden states + residual, rank 0 -> rank 0 of the next stage
         if pp == 1:
@@ -86,8 +84,8 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
         return sum(h.latency_s for h in hops) + nbytes / min(h.bw_Bps for h in hops)
 
     prefill_batch = BatchStats.of([(isl, 0)] * batch)
-    prefill = _step(m, shards, stages, prec, gpu, prefill_batch, transfer_s(batch * isl))
-    decode = _step(m, shards, stages, prec, gpu, BatchStats.of([], [isl + 1] * batch), transfer_s(batch))
+    prefill = _step(m, shards, stages, net, prec, gpu, prefill_batch, transfer_s(batch * isl))
+    decode = _step(m, shards, stages, net, prec, gpu, BatchStats.of([], [isl + 1] * batch), transfer_s(batch))
     plans = [memory_plan(m, sh, prec, gpu, max_tokens=max(8192, isl), max_seqs=max(256, batch)) for sh in shards]
     kv_tokens = min(p.kv_capacity_tokens for p in plans)
     per_seq = isl + osl
@@ -101,7 +99,7 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
     decode_total = 0.0
     for j in range(osl - 1):
         step = BatchStats.of([], [isl + 1 + j] * batch)
-        decode_total += sum(st.time(step) for st in stages) + transfer_s(batch) * (pp - 1)
+        decode_total += sum(_time(st, net, step) for st in stages) + transfer_s(batch) * (pp - 1)
     return {"model": m.name, "hardware": gpu.name, "topology": topo.name, "tp": tp, "pp": pp,
             "precision": prec.__dict__, "batch": batch, "isl": isl, "osl": osl,
             "prefill": prefill, "decode": decode, "memory": mem,

@@ -44,8 +44,22 @@ class MemoryPlan:
 
 
 def layer_weight_params(model: ModelCard, tp: int) -> float:
+    if model.mla is not None:     # latent attention + the gated FFN
+        return attention_params(model, tp) + 3 * model.hidden * (model.intermediate // tp)
     s = LayerShape.of(model, tp)
     return sum(k * n for _, k, n in s.gemms()) + 2 * s.hidden   # + two RMSNorm weight vectors
+
+
+def attention_params(model: ModelCard, tp: int) -> float:
+    h = model.hidden
+    if model.mla is not None:
+        mla, heads = model.mla, model.num_heads // tp
+        qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+        return (h * mla.q_lora_rank + mla.q_lora_rank * heads * qk + h * (mla.kv_lora_rank + mla.qk_rope_head_dim)
+                + mla.kv_lora_rank * heads * (mla.qk_nope_head_dim + mla.v_head_dim) + heads * mla.v_head_dim * h
+                + mla.q_lora_rank + mla.kv_lora_rank + 2 * h)
+    s = LayerShape.of(model, tp)
+    return h * s.qkv_width + s.q_heads * s.head_dim * h + 2 * h
 
 
 def weights_bytes(model: ModelCard, shard: Shard, precision: Precision) -> float:
@@ -64,6 +78,8 @@ def weights_bytes(model: ModelCard, shard: Shard, precision: Precision) -> float
 
 def kv_bytes_per_token(model: ModelCard, shard: Shard, precision: Precision) -> float:
     layers = shard.num_layers if shard.num_layers is not None else model.num_layers
+    if model.mla is not None:     # the compressed latent and the rotary key, not split by TP
+        return layers * (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) * DTYPE_BYTES[precision.kv]
     s = LayerShape.of(model, shard.tp)
     return layers * 2 * s.kv_heads * s.head_dim * DTYPE_BYTES[precision.kv]
 

@@ -29,18 +29,15 @@ launches per GPU (grouped gate_up, activation, grouped down). The MoE layer wait
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from simserve.catalog import DTYPE_BYTES, Gpu, ModelCard
-from simserve.cost.memory import GiB, MemoryPlan
+from simserve.cost.memory import GiB, MemoryPlan, attention_params
 from simserve.cost.memory import kv_bytes_per_token as dense_kv_bytes_per_token
-from simserve.cost.operators import (LayerShape, Op, OpModel, Precision, Shard, activation_quant_models, gemm_model,
-                                     quant_per_token,
-                                     head_op_models, ffn_op_models)
+from simserve.cost.operators import (Op, OpModel, Precision, Shard, ffn_op_models, head_op_models, mla_op_models,
+                                     quant_per_token)
 from simserve.cost.operators import attention_op_models as dense_attention_op_models
 from simserve.cost.roofline import efficiencies
 from simserve.errors import ConfigError
@@ -84,40 +81,6 @@ def popularity(kind: str, num_experts: int, rows: int, rng: np.random.Generator,
     if kind == "dirichlet":
         return rng.dirichlet(np.full(num_experts, dirichlet_alpha or 1.0), size=rows)
     raise ConfigError(f"unknown routing {kind!r}")
-
-
-def read_routing_trace(path: str | Path, num_experts: int) -> np.ndarray:
-    """A routing trace: CSV with header `iteration,layer,e0,e1,...` (tokens per expert); returns
-    (iterations, layers, E) counts. Missing (iteration, layer) rows are errors."""
-    path = Path(path)
-    try:
-        with path.open() as f:
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise ConfigError(f"routing trace not found: {path}") from None
-    if not rows or rows[0][:2] != ["iteration", "layer"] or len(rows[0]) - 2 != num_experts:
-        raise ConfigError(f"{path}: expected a header iteration,layer,e0..e{num_experts - 1} "
-                          f"({num_experts} experts)")
-    data = {}
-    for n, row in enumerate(rows[1:], start=2):
-        try:
-            it, layer, *counts = row
-            data[(int(it), int(layer))] = [float(c) for c in counts]
-        except ValueError:
-            raise ConfigError(f"{path}:{n}: expected integers iteration, layer and {num_experts} counts") from None
-        if len(counts) != num_experts or min(data[(int(it), int(layer))]) < 0:
-            raise ConfigError(f"{path}:{n}: expected {num_experts} non-negative counts")
-    if not data:
-        raise ConfigError(f"{path}: no rows")
-    iters = max(i for i, _ in data) + 1
-    layers = max(l for _, l in data) + 1
-    out = np.zeros((iters, layers, num_experts))
-    for i in range(iters):
-        for l in range(layers):
-            if (i, l) not in data:
-                raise ConfigError(f"{path}: no row for iteration {i}, layer {l}")
-            out[i, l] = data[(i, l)]
-    return out
 
 
 def _normalise(counts: np.ndarray) -> np.ndarray:
@@ -267,40 +230,6 @@ def dispatch_matrix(received: np.ndarray, tokens: int, bytes_per_token: float) -
 
 # ---- non-expert operators ------------------------------------------------------------------------
 
-def mla_op_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel]:
-    """DeepSeek-V3 multi-head latent attention on one GPU of a TP group (vLLM's MLA backend).
-    The latent projections (q_a, kv_a) are replicated; q_b, kv_b, o are split by heads. Prefill
-    attends over decompressed keys and values (qk_nope + rope per key, v); decode absorbs kv_b into
-    the query and output, attending over the latent (kv_lora + rope) read from the cache. The
-    cache holds kv_lora_rank + qk_rope_head_dim values per token and layer on every TP rank."""
-    mla, h = model.mla, model.hidden
-    heads = model.num_heads // tp
-    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-    latent = mla.kv_lora_rank + mla.qk_rope_head_dim
-    ab, kvb = DTYPE_BYTES[precision.activations], DTYPE_BYTES[precision.kv]
-    ops = [gemm_model("q_a_proj", h, mla.q_lora_rank, precision),
-           gemm_model("q_b_proj", mla.q_lora_rank, heads * qk, precision),
-           gemm_model("kv_a_proj", h, latent, precision),
-           gemm_model("kv_b_proj", mla.kv_lora_rank, heads * (mla.qk_nope_head_dim + mla.v_head_dim), precision),
-           gemm_model("o_proj", heads * mla.v_head_dim, h, precision)]
-    ops += [
-        OpModel("attention_prefill", "attention_prefill", precision.activations, gate="prefill_tokens",
-                flops={"prefill_attn_pairs": 2.0 * heads * (qk + mla.v_head_dim)},
-                bytes={"prefill_kv_tokens": latent * kvb + heads * (qk + mla.v_head_dim) * ab,
-                       "prefill_tokens": heads * (qk + mla.v_head_dim) * ab}),
-        OpModel("attention_decode", "attention_decode", precision.activations, gate="decode_tokens",
-                flops={"decode_kv_tokens": 2.0 * heads * (latent + mla.kv_lora_rank)},
-                bytes={"decode_kv_tokens": latent * kvb, "decode_tokens": heads * (latent + mla.kv_lora_rank) * ab}),
-        OpModel("norms", "elementwise", "fp32", gate="tokens", flops={"tokens": 10.0 * h},
-                bytes={"tokens": 8.0 * h * ab + 2.0 * (mla.q_lora_rank + mla.kv_lora_rank) * ab}, kernels=4),
-        OpModel("rope_kv_write", "elementwise", "fp32", gate="tokens",
-                flops={"tokens": 6.0 * (heads + 1) * mla.qk_rope_head_dim},
-                bytes={"tokens": 2.0 * heads * qk * ab + latent * kvb}, kernels=2),
-    ]
-    return ops + activation_quant_models([h, mla.q_lora_rank, h, mla.kv_lora_rank, heads * mla.v_head_dim],
-                                         precision, "attention_")
-
-
 def attention_op_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel]:
     if model.mla is not None:
         return mla_op_models(model, tp, precision)
@@ -331,59 +260,79 @@ def head_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel
 
 # ---- memory --------------------------------------------------------------------------------------
 
-def attention_params(model: ModelCard, tp: int) -> float:
-    h = model.hidden
-    if model.mla is not None:
-        mla, heads = model.mla, model.num_heads // tp
-        qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
-        return (h * mla.q_lora_rank + mla.q_lora_rank * heads * qk + h * (mla.kv_lora_rank + mla.qk_rope_head_dim)
-                + mla.kv_lora_rank * heads * (mla.qk_nope_head_dim + mla.v_head_dim) + heads * mla.v_head_dim * h
-                + mla.q_lora_rank + mla.kv_lora_rank + 2 * h)
-    s = LayerShape.of(model, tp)
-    return h * s.qkv_width + s.q_heads * s.head_dim * h + 2 * h
+def kv_bytes_per_token(model: ModelCard, tp: int, precision: Precision, layers: int | None = None) -> float:
+    """KV cache bytes per token on one GPU, its `layers` (default all)."""
+    return dense_kv_bytes_per_token(model, Shard(tp=tp, num_layers=layers), precision)
 
 
-def kv_bytes_per_token(model: ModelCard, tp: int, precision: Precision) -> float:
-    """KV cache bytes per token on one GPU, all layers: MLA's latent is not split by TP."""
-    if model.mla is not None:
-        return model.num_layers * (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) * DTYPE_BYTES[precision.kv]
-    return dense_kv_bytes_per_token(model, Shard(tp=tp), precision)
-
-
-def moe_weights_bytes(model: ModelCard, layout: MoeLayout, precision: Precision) -> tuple[float, float]:
-    """(all weights, routed-expert weights) on one GPU."""
+def moe_weights_bytes(model: ModelCard, layout: MoeLayout, precision: Precision,
+                      stage: "StageLayers | None" = None) -> tuple[float, float]:
+    """(all weights, routed-expert weights) on one GPU of a stage (default: the whole model)."""
+    stage = stage or StageLayers.whole(model)
     moe, h, tp = model.moe, model.hidden, layout.tp
     wb, ab = DTYPE_BYTES[precision.weights], DTYPE_BYTES[precision.activations]
-    moe_layers = model.num_layers - moe.first_dense_layers
-    dense = model.num_layers * attention_params(model, tp) * wb
-    dense += moe.first_dense_layers * 3 * h * (model.intermediate // tp) * wb
+    moe_layers = stage.moe_layers
+    dense = stage.layers * attention_params(model, tp) * wb
+    dense += stage.dense_layers * 3 * h * (model.intermediate // tp) * wb
     dense += moe_layers * (3 * h * moe.shared_experts * moe.expert_intermediate // tp * wb + h * moe.num_experts * ab)
     slots = (moe.num_experts + layout.redundant) // layout.ep
     experts = moe_layers * slots * 3 * h * (moe.expert_intermediate // layout.expert_width_divisor) * wb
     vocab_shard = -(-model.vocab // tp)
-    head = vocab_shard * h * ab * (1 if model.tied_embeddings else 2)
+    tables = int(stage.first_stage) + int(stage.last_stage and not (model.tied_embeddings and stage.first_stage))
+    head = vocab_shard * h * ab * tables
     return dense + experts + head, experts
+
+
+@dataclass(frozen=True)
+class StageLayers:
+    """The layers of one pipeline stage of an MoE model: its leading dense layers and MoE layers."""
+    dense_layers: int
+    moe_layers: int
+    first_stage: bool = True
+    last_stage: bool = True
+
+    @property
+    def layers(self) -> int:
+        return self.dense_layers + self.moe_layers
+
+    @staticmethod
+    def whole(model: ModelCard) -> "StageLayers":
+        return StageLayers(model.moe.first_dense_layers, model.num_layers - model.moe.first_dense_layers)
+
+    @staticmethod
+    def split(model: ModelCard, layers: tuple[int, ...]) -> list["StageLayers"]:
+        """Consecutive stages of `layers[s]` layers each; the model's first layers are the dense ones."""
+        out, start = [], 0
+        for s, n in enumerate(layers):
+            dense = max(0, min(start + n, model.moe.first_dense_layers) - start)
+            out.append(StageLayers(dense, n - dense, s == 0, s == len(layers) - 1))
+            start += n
+        return out
 
 
 def moe_memory_plan(model: ModelCard, layout: MoeLayout, precision: Precision, gpu: Gpu, *,
                     gpu_memory_utilization: float = 0.9, reserved_bytes: float = 1.5 * GiB,
-                    max_tokens: int = 8192, max_seqs: int = 256) -> tuple[MemoryPlan, float]:
+                    max_tokens: int = 8192, max_seqs: int = 256,
+                    stage: StageLayers | None = None) -> tuple[MemoryPlan, float]:
     """One GPU's plan (KV per token and capacity of that GPU) and its routed-expert weight bytes.
     Activations: a forward pass of max_tokens / dp_attention tokens through attention, plus the
     tokens an expert GPU receives (top_k x its share, doubled for routing skew) through the experts'
-    gate_up output and activation, plus fp32 logits; an estimate, not a profile."""
+    gate_up output and activation, plus fp32 logits on the last stage; an estimate, not a profile."""
+    stage = stage or StageLayers.whole(model)
     moe, h, tp = model.moe, model.hidden, layout.tp
     ab = DTYPE_BYTES[precision.activations]
     usable = gpu.hbm_bytes * gpu_memory_utilization
-    weights, experts = moe_weights_bytes(model, layout, precision)
+    weights, experts = moe_weights_bytes(model, layout, precision, stage)
     group_tokens = max_tokens / layout.dp_attention
     heads = model.num_heads // tp
     attn = (3 * h + 2 * heads * model.head_dim * 2) * ab
     width = moe.expert_intermediate // layout.expert_width_divisor
     received = min(max_tokens * moe.top_k, 2.0 * max_tokens * moe.top_k / layout.ep)
     act = group_tokens * attn + received * (3 * width + 2 * h) * ab
-    act += max_seqs / layout.dp_attention * (-(-model.vocab // tp)) * 4.0
+    if stage.last_stage:
+        act += max_seqs / layout.dp_attention * (-(-model.vocab // tp)) * 4.0
     plan = MemoryPlan(hbm_bytes=gpu.hbm_bytes, usable_bytes=usable, weights_bytes=weights, activation_bytes=act,
-                      reserved_bytes=reserved_bytes, kv_bytes_per_token=kv_bytes_per_token(model, tp, precision),
+                      reserved_bytes=reserved_bytes, kv_bytes_per_token=kv_bytes_per_token(model, tp, precision,
+                                                                                           stage.layers),
                       kv_capacity_bytes=usable - weights - act - reserved_bytes)
     return plan, experts

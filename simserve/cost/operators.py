@@ -214,6 +214,40 @@ def attention_op_models(model: ModelCard, shard: Shard, precision: Precision) ->
     return ops + activation_quant_models([k for _, k, _ in projections], precision, "attention_")
 
 
+def mla_op_models(model: ModelCard, tp: int, precision: Precision) -> list[OpModel]:
+    """DeepSeek-V3 multi-head latent attention on one GPU of a TP group (vLLM's MLA backend).
+    The latent projections (q_a, kv_a) are replicated; q_b, kv_b, o are split by heads. Prefill
+    attends over decompressed keys and values (qk_nope + rope per key, v); decode absorbs kv_b into
+    the query and output, attending over the latent (kv_lora + rope) read from the cache. The
+    cache holds kv_lora_rank + qk_rope_head_dim values per token and layer on every TP rank."""
+    mla, h = model.mla, model.hidden
+    heads = model.num_heads // tp
+    qk = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    latent = mla.kv_lora_rank + mla.qk_rope_head_dim
+    ab, kvb = DTYPE_BYTES[precision.activations], DTYPE_BYTES[precision.kv]
+    ops = [gemm_model("q_a_proj", h, mla.q_lora_rank, precision),
+           gemm_model("q_b_proj", mla.q_lora_rank, heads * qk, precision),
+           gemm_model("kv_a_proj", h, latent, precision),
+           gemm_model("kv_b_proj", mla.kv_lora_rank, heads * (mla.qk_nope_head_dim + mla.v_head_dim), precision),
+           gemm_model("o_proj", heads * mla.v_head_dim, h, precision)]
+    ops += [
+        OpModel("attention_prefill", "attention_prefill", precision.activations, gate="prefill_tokens",
+                flops={"prefill_attn_pairs": 2.0 * heads * (qk + mla.v_head_dim)},
+                bytes={"prefill_kv_tokens": latent * kvb + heads * (qk + mla.v_head_dim) * ab,
+                       "prefill_tokens": heads * (qk + mla.v_head_dim) * ab}),
+        OpModel("attention_decode", "attention_decode", precision.activations, gate="decode_tokens",
+                flops={"decode_kv_tokens": 2.0 * heads * (latent + mla.kv_lora_rank)},
+                bytes={"decode_kv_tokens": latent * kvb, "decode_tokens": heads * (latent + mla.kv_lora_rank) * ab}),
+        OpModel("norms", "elementwise", "fp32", gate="tokens", flops={"tokens": 10.0 * h},
+                bytes={"tokens": 8.0 * h * ab + 2.0 * (mla.q_lora_rank + mla.kv_lora_rank) * ab}, kernels=4),
+        OpModel("rope_kv_write", "elementwise", "fp32", gate="tokens",
+                flops={"tokens": 6.0 * (heads + 1) * mla.qk_rope_head_dim},
+                bytes={"tokens": 2.0 * heads * qk * ab + latent * kvb}, kernels=2),
+    ]
+    return ops + activation_quant_models([h, mla.q_lora_rank, h, mla.kv_lora_rank, heads * mla.v_head_dim],
+                                         precision, "attention_")
+
+
 def ffn_op_models(hidden: int, width: int, precision: Precision, prefix: str = "") -> list[OpModel]:
     """A gated FFN of `width` on one GPU: gate/up and down projections, SiLU(gate) * up (reads 2
     x width, writes width), and the quantisation of both GEMM inputs for W8A8."""
@@ -226,9 +260,11 @@ def ffn_op_models(hidden: int, width: int, precision: Precision, prefix: str = "
 
 
 def layer_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
-    """One dense decoder layer's operators on one GPU: attention, then the gated FFN."""
-    return attention_op_models(model, shard, precision) + \
-        ffn_op_models(model.hidden, model.intermediate // shard.tp, precision)
+    """One dense decoder layer's operators on one GPU: attention (GQA, or latent attention when the
+    card has `mla`), then the gated FFN."""
+    attention = mla_op_models(model, shard.tp, precision) if model.mla is not None else \
+        attention_op_models(model, shard, precision)
+    return attention + ffn_op_models(model.hidden, model.intermediate // shard.tp, precision)
 
 
 def head_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:

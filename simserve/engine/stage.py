@@ -1,17 +1,11 @@
-"""One pipeline stage of a replica: its tensor-parallel GPU group, compute and collectives.
+"""One pipeline stage of a replica: its GPUs, its plan builder, and how its iterations are timed.
 
-An iteration on a stage is compute (cost.StepCost for the stage's layers) plus its tensor-parallel
-collectives: two all-reduces of tokens x hidden activations per layer (after attention and after
-the FFN, Megatron-style), one more after the vocab-parallel embedding on the first stage, and a
-gather of the vocab-parallel logits on the last stage (vLLM's tensor_model_parallel_gather).
-
-Timing follows DESIGN.md section 2. When the group's links are its own (no other group or
-pipeline transfer can use them; decided once from the placement) and fidelity is `fast`, a
-collective takes the time it takes on an idle network (memoised per size) and the whole iteration
-is one closed-form duration, so decode runs can still be coalesced. Otherwise `execute` plays the
-iteration as a SimPy process: in `fast`, one Communicator call per collective kind with the
-layer count (replayed if its links are idle, played if not); in `exact`, every collective of every
-layer is played on the network between slices of compute.
+Every iteration is a plan (simserve.iteration) built from the batch. Timing follows DESIGN.md
+section 2, decided once per stage from the placement: when the stage's links are its own (no other
+group's collectives and no pipeline transfer can reach them) and fidelity is `fast`, the plan is
+priced in closed form and the iteration is one timeout; a stage whose plan does not depend on a
+random draw (dense) is then `closed_form`, so the replica can time its iterations without a process
+and coalesce decode runs. Otherwise the executor plays the plan on the network.
 """
 from __future__ import annotations
 
@@ -19,131 +13,87 @@ import math
 
 import numpy as np
 
-from simserve.catalog import DTYPE_BYTES, ModelCard
-from simserve.comm import Communicator, collective_time
-from simserve.comm.player import compiled
-from simserve.cost.operators import BatchStats, Precision, Shard
-from simserve.cost.step import StepCost
+from simserve.cost.operators import BatchStats
+from simserve.engine.executor import Executor
+from simserve.iteration.price import IdleNetwork, Price, price
+from simserve.iteration.steps import IterationPlan
+
+BUSY_KINDS = ("compute", "allreduce", "allgather", "alltoall", "host")
 
 
 class Stage:
-    def __init__(self, env, comm: Communicator | None, step_cost: StepCost, gpus: tuple[int, ...],
-                 model: ModelCard, precision: Precision, shard: Shard, layers: int, algorithm: str,
-                 fidelity: str, exclusive_links: bool):
-        self.env = env
-        self.comm = comm
-        self.step_cost = step_cost
-        self.gpus = gpus
-        self.layers = layers
-        self.algorithm = algorithm
-        self.fidelity = fidelity
-        tp = len(gpus)
-        self.allreduces = (2 * layers + (1 if shard.first_stage else 0)) if tp > 1 else 0
-        self.gathers_logits = tp > 1 and shard.last_stage
-        act = DTYPE_BYTES[precision.activations]
-        self.allreduce_bytes_per_token = model.hidden * act
-        self.logit_bytes_per_token = (-(-model.vocab // tp)) * tp * act
-        self.closed_form = tp == 1 or (fidelity == "fast" and exclusive_links)
-        self._comm_memo: dict[tuple[int, int], tuple[float, float, list]] = {}
-        self.calls: dict[tuple[str, str], float] = {}    # (op, algorithm) -> collectives issued
-        self.busy = {"compute": [], "allreduce": [], "allgather": []}   # per GPU of the group
+    def __init__(self, env, comm, planner, fidelity: str, exclusive_links: bool):
+        self.env, self.comm, self.planner = env, comm, planner
+        self.gpus = planner.gpus
+        self.layers = planner.layers
+        self.executor = Executor(env, comm, fidelity)
+        self.priced = fidelity == "fast" and exclusive_links
+        self.closed_form = planner.deterministic and (len(self.gpus) == 1 or self.priced)
+        self._comm_memo: dict[tuple[int, int], Price] = {}
+        self.busy: dict[str, list] = {kind: [] for kind in BUSY_KINDS}   # per GPU of the group
 
-    # -- closed form ---------------------------------------------------------------------------
-    def comm_s(self, tokens: int, logits: int) -> tuple[float, float]:
-        """(all-reduce seconds, all-gather seconds) of one iteration on an idle network."""
-        return self._comm(tokens, logits)[:2]
+    @property
+    def calls(self) -> dict[tuple[str, str], float]:
+        return self.executor.calls
 
-    def _comm(self, tokens: int, logits: int) -> tuple[float, float, list]:
-        """(all-reduce s, all-gather s, [(compiled collective, times per iteration)]), memoised."""
+    # -- closed form (deterministic plans) -----------------------------------------------------
+    def comm_price(self, tokens: int, logits: int) -> Price:
+        """The price of the plan's communication on an idle network, memoised per batch shape."""
         key = (tokens, logits)
         found = self._comm_memo.get(key)
         if found is None:
-            topo = self.comm.topology
-            ar = ag = 0.0
-            programs = []
-            for op, algo, nbytes, times in (
-                    ("allreduce", self.algorithm, tokens * self.allreduce_bytes_per_token, self.allreduces),
-                    ("allgather", "auto", logits * self.logit_bytes_per_token, int(self.gathers_logits))):
-                if not times or not nbytes:
-                    continue
-                t, used = collective_time(topo, op, algo, self.gpus, nbytes)
-                if op == "allreduce":
-                    ar = times * t
-                else:
-                    ag = times * t
-                programs.append((compiled(topo, op, used, self.gpus, nbytes), times))
-            found = self._comm_memo[key] = (ar, ag, programs)
+            plan = IterationPlan(self.planner.communication(tokens, logits))
+            found = self._comm_memo[key] = price(plan, self.executor.idle)
         return found
 
     def time(self, stats: BatchStats) -> float:
-        compute = self.step_cost.time(stats)
+        compute = self.planner.step_cost.time(stats)
         if len(self.gpus) == 1:
             return compute
-        ar, ag = self.comm_s(stats.tokens, stats.logits_tokens)
-        return compute + ar + ag
+        return self.comm_price(stats.tokens, stats.logits_tokens).total_with(compute)
 
     def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
-        compute = self.step_cost.decode_times(num_seqs, kv_tokens_start, steps)
+        compute = self.planner.step_cost.decode_times(num_seqs, kv_tokens_start, steps)
         if len(self.gpus) == 1:
             return compute
-        ar, ag = self.comm_s(num_seqs, num_seqs)
-        return compute + ar + ag
+        return self.comm_price(num_seqs, num_seqs).total_with(compute)
 
-    def account(self, stats_or_tokens: tuple[int, int], durations) -> tuple[float, float, float]:
-        """Split closed-form iteration times into compute and collectives for the breakdown;
-        returns the (compute, all-reduce, all-gather) seconds of these iterations."""
+    def account(self, stats_or_tokens: tuple[int, int], durations) -> tuple[float, ...]:
+        """Book closed-form iteration times (one, or an array of a decode run) as compute and
+        collectives; returns the (compute, all-reduce, all-gather, all-to-all, host) seconds."""
         single = isinstance(durations, float)          # one iteration (the common case): no numpy
         total = durations if single else float(np.sum(durations))
         if len(self.gpus) == 1:
             self.busy["compute"].append(durations)
-            return total, 0.0, 0.0
-        tokens, logits = stats_or_tokens
-        ar, ag, programs = self._comm(tokens, logits)
+            return total, 0.0, 0.0, 0.0, 0.0
+        comm = self.comm_price(*stats_or_tokens)
+        ar, ag = comm.seconds["allreduce"], comm.seconds["allgather"]
         count = 1 if single else np.size(durations)
-        for program, times in programs:
-            key = (program.schedule.op, program.algorithm)
-            self.calls[key] = self.calls.get(key, 0) + times * count
-            program.account(self.comm.network, times * count)
+        self.executor.charge(comm.charges, count)
         self.busy["compute"].append(durations - (ar + ag) if single else np.asarray(durations) - (ar + ag))
         self.busy["allreduce"].append(ar * count)
         self.busy["allgather"].append(ag * count)
-        return total - (ar + ag) * count, ar * count, ag * count
+        return total - (ar + ag) * count, ar * count, ag * count, 0.0, 0.0
 
-    # -- played --------------------------------------------------------------------------------
+    # -- one iteration as a process ------------------------------------------------------------
     def execute(self, stats: BatchStats):
-        """SimPy process body: the iteration with its collectives played on the network."""
-        env = self.env
-        compute = self.step_cost.time(stats)
+        """SimPy process body: the iteration, priced or played; returns its time split."""
         if self.closed_form:
             duration = self.time(stats)
-            yield env.timeout(duration)
+            yield self.env.timeout(duration)
             return self.account((stats.tokens, stats.logits_tokens), duration)
-        start = env.now
-        ar_bytes = stats.tokens * self.allreduce_bytes_per_token
-        ag_bytes = stats.logits_tokens * self.logit_bytes_per_token
-        ar_s = ag_s = 0.0
-        if self.fidelity == "exact" and self.allreduces:
-            slice_s = compute / (self.allreduces + 1)
-            for _ in range(self.allreduces):
-                yield env.timeout(slice_s)
-                t0 = env.now
-                yield from self.comm.run("allreduce", self.gpus, ar_bytes, algo=self.algorithm)
-                ar_s += env.now - t0
-            yield env.timeout(slice_s)
+        plan = self.planner.plan(stats)
+        if self.priced:
+            cost = price(plan, self.executor.idle)
+            yield self.env.timeout(cost.total)
+            self.executor.charge(cost.charges)
+            s = cost.seconds
+            split = (s["compute"], s["allreduce"], s["allgather"], s["alltoall"] + s["straggler"], s["host"])
         else:
-            yield env.timeout(compute)
-            if self.allreduces and ar_bytes:
-                t0 = env.now
-                yield from self.comm.run("allreduce", self.gpus, ar_bytes, algo=self.algorithm, count=self.allreduces)
-                ar_s = env.now - t0
-        if self.gathers_logits and ag_bytes:
-            t0 = env.now
-            yield from self.comm.run("allgather", self.gpus, ag_bytes, algo="auto")
-            ag_s = env.now - t0
-        self.busy["compute"].append(env.now - start - ar_s - ag_s)
-        self.busy["allreduce"].append(ar_s)
-        self.busy["allgather"].append(ag_s)
-        return env.now - start - ar_s - ag_s, ar_s, ag_s
+            split = yield from self.executor.play(plan)
+        for kind, seconds in zip(BUSY_KINDS, split):
+            self.busy[kind].append(seconds)
+        return split
 
     def busy_s(self) -> dict[str, float]:
         out = {}
