@@ -45,14 +45,7 @@ def _step(model, shards, stages, network, precision, gpu, batch: BatchStats, tra
             "operators": _operators(model, shards, precision, gpu, batch)}
 
 
-def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1, precision: str = "bf16",
-             kv_precision: str | None = None, batch: int = 1, isl: int = 1024, osl: int = 128,
-             topology: str | None = None) -> dict:
-    for name, value in (("batch", batch), ("isl", isl), ("osl", osl), ("tp", tp), ("pp", pp), ("ep", ep)):
-        if value < 1:
-            raise ConfigError(f"--{name} must be a positive integer (got {value})")
-    m = get_model(model)
-    gpu = get_hardware(hardware)
+def _precision(m, tp: int, ep: int, precision: str, kv_precision: str | None) -> Precision:
     if ep != 1 or m.moe is not None or m.mla is not None:
         raise ConfigError("estimate covers dense models without expert parallelism; simulate MoE "
                           "layouts with `simserve run` (parallelism.ep)")
@@ -64,7 +57,31 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
     kv = kv_precision or ("bf16" if precision == "fp4" else precision)
     if kv not in dtypes:
         raise ConfigError(f"--kv-precision {kv!r}: choose one of {', '.join(dtypes)}")
-    prec = Precision(weights=precision, kv=kv, activations="fp32" if precision == "fp32" else "bf16")
+    return Precision(weights=precision, kv=kv, activations="fp32" if precision == "fp32" else "bf16")
+
+
+def _memory(m, shards, prec, gpu, batch: int, isl: int, osl: int) -> dict:
+    plans = [memory_plan(m, sh, prec, gpu, max_tokens=max(8192, isl), max_seqs=max(256, batch)) for sh in shards]
+    kv_tokens = min(p.kv_capacity_tokens for p in plans)
+    per_seq = isl + osl
+    worst = max(plans, key=lambda p: p.weights_bytes)
+    return worst.as_dict() | {
+        "weights_bytes": worst.weights_bytes,
+        "kv_capacity_tokens": kv_tokens,
+        "max_batch": kv_tokens // per_seq if all(p.fits for p in plans) else 0,
+        "fits": all(p.fits for p in plans) and kv_tokens >= batch * per_seq,
+    }
+
+
+def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1, precision: str = "bf16",
+             kv_precision: str | None = None, batch: int = 1, isl: int = 1024, osl: int = 128,
+             topology: str | None = None) -> dict:
+    for name, value in (("batch", batch), ("isl", isl), ("osl", osl), ("tp", tp), ("pp", pp), ("ep", ep)):
+        if value < 1:
+            raise ConfigError(f"--{name} must be a positive integer (got {value})")
+    m = get_model(model)
+    gpu = get_hardware(hardware)
+    prec = _precision(m, tp, ep, precision, kv_precision)
     layers = split_layers(m.num_layers, pp)
     shards = [Shard(tp=tp, num_layers=n, first_stage=s == 0, last_stage=s == pp - 1) for s, n in enumerate(layers)]
     gpus_per_node = build_topology(gpu, nodes=1, name=topology).gpus_per_node   # the node as catalogued
@@ -83,25 +100,14 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
         nbytes = tokens * 2 * m.hidden * DTYPE_BYTES[prec.activations]
         return sum(h.latency_s for h in hops) + nbytes / min(h.bw_Bps for h in hops)
 
-    prefill_batch = BatchStats.of([(isl, 0)] * batch)
-    prefill = _step(m, shards, stages, net, prec, gpu, prefill_batch, transfer_s(batch * isl))
+    prefill = _step(m, shards, stages, net, prec, gpu, BatchStats.of([(isl, 0)] * batch), transfer_s(batch * isl))
     decode = _step(m, shards, stages, net, prec, gpu, BatchStats.of([], [isl + 1] * batch), transfer_s(batch))
-    plans = [memory_plan(m, sh, prec, gpu, max_tokens=max(8192, isl), max_seqs=max(256, batch)) for sh in shards]
-    kv_tokens = min(p.kv_capacity_tokens for p in plans)
-    per_seq = isl + osl
-    worst = max(plans, key=lambda p: p.weights_bytes)
-    mem = worst.as_dict() | {
-        "weights_bytes": worst.weights_bytes,
-        "kv_capacity_tokens": kv_tokens,
-        "max_batch": kv_tokens // per_seq if all(p.fits for p in plans) else 0,
-        "fits": all(p.fits for p in plans) and kv_tokens >= batch * per_seq,
-    }
     decode_total = 0.0
     for j in range(osl - 1):
         step = BatchStats.of([], [isl + 1 + j] * batch)
         decode_total += sum(_time(st, net, step) for st in stages) + transfer_s(batch) * (pp - 1)
     return {"model": m.name, "hardware": gpu.name, "topology": topo.name, "tp": tp, "pp": pp,
             "precision": prec.__dict__, "batch": batch, "isl": isl, "osl": osl,
-            "prefill": prefill, "decode": decode, "memory": mem,
+            "prefill": prefill, "decode": decode, "memory": _memory(m, shards, prec, gpu, batch, isl, osl),
             "request_latency_s": prefill["time_s"] + decode_total,
             "output_tokens_per_s": batch * osl / (prefill["time_s"] + decode_total)}

@@ -26,7 +26,7 @@ REQUESTS = {"fast": 40, "exact": 6}   # queueing and chunking in fast; exact pla
                                       # layer (the 405B TP16 example: seconds per request), so fewer
 
 # layouts the examples do not cover: played pipelines with TP (sends share NVSwitch ports with the
-# all-reduces), DP replicas on a mesh, MoE with attention TP groups, latent attention, other policies
+# all-reduces), DP replicas on a mesh, MoE with attention TP groups, other policies
 EXTRA = {
     "tp2pp2dp2-dgx": ["model=llama-3.1-8b", "cluster.topology=dgx-h100", "parallelism.tp=2",
                       "parallelism.pp=2", "parallelism.dp=2"],
@@ -36,8 +36,6 @@ EXTRA = {
     "orca-policy": ["scheduler.policy=orca"],
     "mixtral-tp2ep4": ["model=mixtral-8x7b", "cluster.topology=dgx-h100", "parallelism.tp=2",
                        "parallelism.ep=4", "moe.routing=zipf"],
-    "deepseek-ep16": ["model=deepseek-v3", "cluster.topology=dgx-h100", "cluster.nodes=2", "precision.weights=fp8",
-                      "precision.kv=fp8", "parallelism.ep=16", "parallelism.tp=1"],
 }
 
 

@@ -25,21 +25,9 @@ import simpy
 from simserve.engine.env import SimEnvironment
 from simserve.engine.request import Request
 from simserve.engine.stage import Stage
+from simserve.engine.tokens import TokenLog
 from simserve.kvcache import blocks_for
 from simserve.scheduler import Batch, Scheduler
-
-
-class TokenLog:
-    """Inter-token gaps: single gaps, and gaps shared by every sequence of a decode run."""
-
-    def __init__(self):
-        self.single: list[float] = []
-        self.shared: list[tuple[np.ndarray, int]] = []
-
-    def all_gaps(self) -> np.ndarray:
-        parts = [np.asarray(self.single, dtype=float)]
-        parts += [np.repeat(gaps, weight) for gaps, weight in self.shared]
-        return np.sort(np.concatenate(parts))
 
 
 class Replica:
