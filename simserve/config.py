@@ -1,4 +1,4 @@
-"""Configuration: strict pydantic models of the config contract (DESIGN.md section 5).
+"""Configuration: strict pydantic models of the config contract (docs/architecture.md (contracts)).
 
 A config is a YAML file or a dict. Unknown keys are errors that name the key and the allowed ones;
 `--set a.b=value` overrides parse `value` as YAML. Defaults make the bundled default run:

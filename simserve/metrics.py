@@ -1,4 +1,4 @@
-"""Summary metrics of a run, defined as vLLM's benchmark defines them (DESIGN.md section 5).
+"""Summary metrics of a run, defined as vLLM's benchmark defines them (docs/architecture.md (contracts)).
 
 TTFT = first token - arrival; TPOT = (finish - first token) / (OSL - 1); ITL = every gap between
 consecutive tokens of a request; E2E = finish - arrival; queue delay = first admission - arrival.

@@ -1,4 +1,4 @@
-"""`simserve sweep SWEEP [--out DIR] [--workers N] [--ray ADDRESS]` (DESIGN.md section 5).
+"""`simserve sweep SWEEP [--out DIR] [--workers N] [--ray ADDRESS]` (docs/architecture.md (contracts)).
 
 A SWEEP file (YAML) names a base config and the points to run, as override sets:
 

@@ -1,6 +1,6 @@
 """The engine's handle on collectives: choose an algorithm, play (exact) or replay (fast), account.
 
-`fast` fidelity (DESIGN.md 2): a collective whose links carry no other traffic when it starts takes
+`fast` fidelity (docs/architecture.md): a collective whose links carry no other traffic when it starts takes
 the time it takes on an idle copy of the network, memoised per (op, algorithm, ranks, bytes), and
 `count` identical back-to-back collectives become one timeout of count x that time. Anything that
 finds its links busy (active flows, or another replay in progress) is played flow by flow, as in

@@ -1,7 +1,7 @@
 """One pipeline stage of a replica: its GPUs, its plan builder, and how its iterations are timed.
 
-Every iteration is a plan (simserve.iteration) built from the batch. Timing follows DESIGN.md
-section 2, decided once per stage from the placement: when the stage's links are its own (no other
+Every iteration is a plan (simserve.iteration) built from the batch. Timing follows the fidelity
+rule of docs/architecture.md, decided once per stage from the placement: when the stage's links are its own (no other
 group's collectives and no pipeline transfer can reach them) and fidelity is `fast`, the plan is
 priced in closed form and the iteration is one timeout; a stage whose plan does not depend on a
 random draw (dense) is then `closed_form`, so the replica can time its iterations without a process

@@ -1,4 +1,4 @@
-"""An iteration of one pipeline stage as data: an ordered list of steps (DESIGN.md section 7).
+"""An iteration of one pipeline stage as data: an ordered list of steps (docs/architecture.md (contracts)).
 
 A plan says what a stage's GPUs do in one iteration, not how long it takes: compute for so many
 seconds (the cost model already priced the operators), collectives over TP groups, all-to-alls over

@@ -1,4 +1,4 @@
-"""The built-in scheduler policies (DESIGN.md section 3), each one registered class.
+"""The built-in scheduler policies (docs/architecture.md (contracts)), each one registered class.
 
 - ``vllm``: prefill-first (vLLM V0 without chunking): an iteration either prefills newly admitted
   prompts whole, or decodes every running sequence.

@@ -4,7 +4,7 @@ Public API:
 - `WorkloadConfig` (the `workload:` config section), `build_workload(cfg, max_context, rng)`.
 - `Workload`: the arrays the engine replays.
 - `load_trace`, `describe` (statistics of a trace file or profile), `PROFILES`.
-See DESIGN.md sections 4-5 and `simserve/data/workloads/SOURCES.md` for the bundled data.
+See docs/architecture.md (contracts) and `simserve/data/workloads/SOURCES.md` for the bundled data.
 """
 from simserve.workload.build import build_workload
 from simserve.workload.config import DEFAULT_TRACE, WorkloadConfig

@@ -1,4 +1,4 @@
-"""The `workload:` section of a config (DESIGN.md sections 4-5).
+"""The `workload:` section of a config (docs/architecture.md (contracts)).
 
 A workload is a request source (a trace file, or lengths drawn from numbers, a distribution or a
 named dataset profile) plus an arrival process. Everything here is validation only: no file is
@@ -156,7 +156,7 @@ class FiltersConfig(_Strict):
 
 
 class WorkloadConfig(_Strict):
-    """The `workload:` section. See the module docstring and DESIGN.md section 5."""
+    """The `workload:` section. See the module docstring and docs/architecture.md (contracts)."""
     trace: Optional[str] = None
     format: Literal["auto", "azure", "burstgpt", "mooncake", "vidur", "csv", "jsonl"] = "auto"
     columns: Optional[ColumnsConfig] = None
