@@ -5,7 +5,7 @@ It watches the SimPy environment from outside the simulation: `track` wraps the 
 at most `refresh_s` apart. It schedules no SimPy event, so a run with the bar gives exactly the
 same results and event count as one without (tests/test_report.py checks it).
 
-How the simulation uses it (one `with` around `env.run()` in simserve/simulation.py):
+How the simulation uses it (one `with` around `env.run()` in `World.run`, simserve/world.py):
 
     from simserve import progress
     with progress.track(env, total=len(requests), done=lambda: sum(
