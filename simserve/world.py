@@ -218,8 +218,8 @@ def _kv_tokens(cfg: SimConfig, model: ModelCard, plans: list[MemoryPlan]) -> int
 
 def build_world(config=None, overrides=()) -> World:
     """Validate, plan memory and wire the SimPy world of a config (nothing is simulated yet)."""
-    cfg = load_config(config, overrides)
     wall_start = time.perf_counter()
+    cfg = load_config(config, overrides)
     model = get_model(cfg.model)
     gpu = get_hardware(cfg.cluster.hardware)
     check_layout(cfg, model)
