@@ -92,3 +92,14 @@ def test_gb200_nvl72_is_one_72_gpu_nvlink_domain():
     ring = busbw(nvl72, "ring", range(72), GiB)
     assert 0.8 * 721.8 < ring < 721.8
     assert busbw(nvl72, "auto", range(72), GiB) > ring     # NVLS on the NVLink Switch
+
+
+def test_cli_explain_lists_candidates_in_every_protocol(capsys):
+    from simserve.cli import main
+    assert main(["collective", "--gpus", "8", "--bytes", "1MiB", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "auto -> ring" in out               # NCCL picks ring/LL at 1 MB on H100x8 (nccl-tests#309)
+    rows = [line.split() for line in out.splitlines()[2:]]
+    assert {(r[0], r[1]) for r in rows} >= {("ring", "ll"), ("ring", "ll128"), ("ring", "simple"), ("nvls", "-")}
+    ring = {r[1]: float(r[2]) for r in rows if r[0] == "ring"}
+    assert min(ring, key=ring.get) == "ll"

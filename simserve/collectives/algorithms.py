@@ -108,14 +108,7 @@ def alltoall(algo: str, ranks: Sequence[int], nbytes: float | None = None,
     matrix, nbytes is each rank's send buffer split evenly (nccl-tests' alltoall)."""
     ranks = tuple(ranks)
     n = len(ranks)
-    if matrix is None:
-        if nbytes is None:
-            raise ConfigError("alltoall needs nbytes or a per-pair byte matrix")
-        matrix = [[nbytes / n] * n for _ in range(n)]
-    if len(matrix) != n or any(len(row) != n for row in matrix):
-        raise ConfigError(f"alltoall matrix must be {n}x{n} for {n} ranks")
-    if any(x < 0 for row in matrix for x in row):
-        raise ConfigError("alltoall matrix entries must be >= 0 bytes")
+    matrix = _alltoall_matrix(n, nbytes, matrix)
     bb = tuple(float(matrix[i][j]) for i in range(n) for j in range(n))
     owner = tuple(ranks[i] for i in range(n) for _ in range(n))
     dest = tuple(ranks[j] for _ in range(n) for j in range(n))
@@ -133,6 +126,18 @@ def alltoall(algo: str, ranks: Sequence[int], nbytes: float | None = None,
     total = float(nbytes) if nbytes is not None else sum(bb) / n
     return Schedule("alltoall", algo, ranks, total, tuple(make_phase(p, bb) for p in phases), bb,
                     block_owner=owner, block_dest=dest)
+
+
+def _alltoall_matrix(n: int, nbytes, matrix):
+    if matrix is None:
+        if nbytes is None:
+            raise ConfigError("alltoall needs nbytes or a per-pair byte matrix")
+        return [[nbytes / n] * n for _ in range(n)]
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        raise ConfigError(f"alltoall matrix must be {n}x{n} for {n} ranks")
+    if any(x < 0 for row in matrix for x in row):
+        raise ConfigError("alltoall matrix entries must be >= 0 bytes")
+    return matrix
 
 
 def sendrecv(ranks: Sequence[int], nbytes: float) -> Schedule:

@@ -236,6 +236,8 @@ ALLREDUCE.register("one_shot", AllReduceAlgorithm(build_one_shot, _custom_applie
                                                   description="vLLM/TRT-LLM one-shot custom kernel"))
 ALLREDUCE.register("two_shot", AllReduceAlgorithm(build_two_shot, _custom_applies, priority=5,
                                                   description="vLLM/TRT-LLM two-shot custom kernel"))
-ALLREDUCE.register("hierarchical", AllReduceAlgorithm(build_hierarchical, _never, family="ring", pipelined=False,
+# hierarchical streams its phases (NVRAR overlaps the intra-node reduce-scatter with the inter-node
+# exchange, seed 001 / arXiv 2511.09557): slices flow through RS -> RD -> AG like a pipeline
+ALLREDUCE.register("hierarchical", AllReduceAlgorithm(build_hierarchical, _never, family="ring", pipelined=True,
                                                       priority=7,
                                                       description="intra RS, inter RD, intra AG (NVRAR)"))

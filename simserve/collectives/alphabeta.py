@@ -87,74 +87,90 @@ def hierarchical_allreduce_s(nodes, gpus_per_node, S, alpha_intra_s, bw_intra_Bp
             + recursive_doubling_allreduce_s(nodes, shard, alpha_inter_s, bw_inter_Bps, gamma_s_per_B))
 
 
+class _Case:
+    """What the one-node closed forms need about a group on a symmetric topology."""
+
+    def __init__(self, topology, op, ranks, S):
+        self.topology, self.op, self.S = topology, op, S
+        self.n = len(ranks)
+        self.pair = (ranks[0], ranks[1])
+        self.alpha = topology.path_latency_s(*self.pair)
+        self.link = _port_bw(topology, *self.pair)
+        self.mesh = topology.fabric == "mesh"
+        self.fan_bw = self.link * (self.n - 1) if self.mesh else self.link  # talks to every peer at once
+        self.ring_bw = self.fan_bw          # packed mesh rings load all n-1 member links
+        self.gamma = topology.reduce_s_per_B
+        self.launch = topology.launch_latency_s + topology.comm.launch_s
+        self.reduce = op == "reducescatter"
+
+    def protocols(self, time_fn) -> float:
+        return _in_protocols(self.topology, self.pair, time_fn)
+
+
+def _doubling_gather(c: _Case) -> float:
+    if c.mesh:
+        raise ConfigError("recursive doubling on a mesh sends different amounts per step over one link; "
+                          "no single-bandwidth closed form")
+    return c.protocols(lambda al, f, la: doubling_gather_s(c.n, c.S, al, c.link * f, c.gamma, la, c.reduce))
+
+
+_CLOSED_FORMS = {
+    ("allreduce", "ring"): lambda c: pipelined_ring_s(c.topology, c.op, c.n, c.S, c.ring_bw, c.pair),
+    ("allreduce", "recursive_doubling"): lambda c: c.protocols(
+        lambda al, f, la: recursive_doubling_allreduce_s(c.n, c.S, al, c.link * f, c.gamma, la)),
+    ("allreduce", "halving_doubling"): lambda c: c.protocols(
+        lambda al, f, la: halving_doubling_allreduce_s(c.n, c.S, al, c.link * f, c.gamma, la)),
+    ("allreduce", "one_shot"): lambda c: one_shot_allreduce_s(c.n, c.S, c.alpha, c.fan_bw, c.gamma, c.launch),
+    ("allreduce", "two_shot"): lambda c: two_shot_allreduce_s(c.n, c.S, c.alpha, c.fan_bw, c.gamma, c.launch),
+    ("allreduce", "nvls"): lambda c: nvls_allreduce_s(c.n, c.S, c.alpha, c.link, c.topology.nvls_efficiency,
+                                                      c.topology.nvls_latency_s, c.launch),
+    ("alltoall", "direct"): lambda c: direct_alltoall_s(c.n, c.S, c.alpha, c.fan_bw, c.launch),
+    ("alltoall", "pairwise"): lambda c: pairwise_alltoall_s(c.n, c.S, c.alpha, c.link, c.launch),
+}
+for _op in ("allgather", "reducescatter"):
+    _CLOSED_FORMS[(_op, "ring")] = _CLOSED_FORMS[("allreduce", "ring")]
+    _CLOSED_FORMS[(_op, "recursive_doubling")] = _CLOSED_FORMS[(_op, "halving_doubling")] = _doubling_gather
+    _CLOSED_FORMS[(_op, "direct")] = lambda c: c.protocols(
+        lambda al, f, la: direct_gather_s(c.n, c.S, al, c.fan_bw * f, c.gamma, la, c.reduce))
+
+
 def alpha_beta_time(topology, op: str, algo: str, ranks, S: float) -> float:
     """Closed-form time of a concrete algorithm on a symmetric topology (see module doc)."""
     ranks = tuple(ranks)
-    n = len(ranks)
     nodes = sorted({topology.node_of(r) for r in ranks})
-    launch = topology.launch_latency_s + topology.comm.launch_s
-    gamma = topology.reduce_s_per_B
-    if n == 1:
-        return launch
+    if len(ranks) == 1:
+        return topology.launch_latency_s + topology.comm.launch_s
     if topology.fabric not in ("nvswitch", "mesh"):
         raise ConfigError(f"no closed form on a {topology.fabric} fabric (its paths differ by pair)")
-    a, b = ranks[0], ranks[1]
-    if algo == "hierarchical" and len(nodes) > 1:
-        G = n // len(nodes)
-        local = [r for r in ranks if topology.node_of(r) == nodes[0]]
-        intra_bw = _port_bw(topology, local[0], local[1]) * (len(local) - 1 if topology.fabric == "mesh" else 1)
-        other = next(r for r in ranks if topology.node_of(r) != nodes[0])
-        intra_kinds = topology.kinds_of(topology.path(local[0], local[1]))
-        inter_kinds = topology.kinds_of(topology.path(local[0], other))
-        model = topology.comm
-        return min(hierarchical_allreduce_s(
-            len(nodes), G, S, model.hop_latency_s("ring", p, intra_kinds, True),
-            intra_bw * model.bandwidth_factor("ring", p, len(nodes)), model.hop_latency_s("ring", p, inter_kinds, True),
-            topology.path_bw_Bps(local[0], other) * model.bandwidth_factor("ring", p, len(nodes)), gamma,
-            model.base_latency_s("ring", p) + model.launch_s) for p in model.protocols)
     if len(nodes) > 1:
         raise ConfigError("closed forms cover one node (or hierarchical across nodes)")
-    alpha = topology.path_latency_s(a, b)
-    link = _port_bw(topology, a, b)
-    mesh = topology.fabric == "mesh"
-    fan_bw = link * (n - 1) if mesh else link          # a pattern that talks to every peer at once
-    ring_bw = link * (n - 1) if mesh else link      # packed mesh rings load all n-1 member links
-    if op == "allreduce":
-        if algo == "ring":
-            return pipelined_ring_s(topology, op, n, S, ring_bw, (a, b))
-        if algo == "recursive_doubling":
-            return _in_protocols(topology, (a, b), lambda al, f, la: recursive_doubling_allreduce_s(
-                n, S, al, link * f, gamma, la))
-        if algo == "halving_doubling":
-            return _in_protocols(topology, (a, b), lambda al, f, la: halving_doubling_allreduce_s(
-                n, S, al, link * f, gamma, la))
-        if algo == "one_shot":
-            return one_shot_allreduce_s(n, S, alpha, fan_bw, gamma, launch)
-        if algo == "two_shot":
-            return two_shot_allreduce_s(n, S, alpha, fan_bw, gamma, launch)
-        if algo == "nvls":
-            return nvls_allreduce_s(n, S, alpha, link, topology.nvls_efficiency, topology.nvls_latency_s, launch)
-    elif op in ("allgather", "reducescatter"):
-        reduce = op == "reducescatter"
-        if algo == "ring":
-            return pipelined_ring_s(topology, op, n, S, ring_bw, (a, b))
-        if algo in ("recursive_doubling", "halving_doubling"):
-            if mesh:
-                raise ConfigError("recursive doubling on a mesh sends different amounts per step over one link; "
-                                  "no single-bandwidth closed form")
-            return _in_protocols(topology, (a, b), lambda al, f, la: doubling_gather_s(
-                n, S, al, link * f, gamma, la, reduce))
-        if algo == "direct":
-            return _in_protocols(topology, (a, b), lambda al, f, la: direct_gather_s(
-                n, S, al, fan_bw * f, gamma, la, reduce))
-    elif op == "alltoall":
-        if algo == "direct":
-            return direct_alltoall_s(n, S, alpha, fan_bw, launch)
-        if algo == "pairwise":
-            return pairwise_alltoall_s(n, S, alpha, link, launch)
-    elif op == "sendrecv":
-        return sendrecv_s(S, alpha, link, launch)
-    raise ConfigError(f"no closed form for {algo} {op} (its transfers contend; play it on the network)")
+    case = _Case(topology, op, ranks, S)
+    if op == "sendrecv":
+        return sendrecv_s(S, case.alpha, case.link, case.launch)
+    form = _CLOSED_FORMS.get((op, algo))
+    if form is None:
+        raise ConfigError(f"no closed form for {algo} {op} (its transfers contend; play it on the network)")
+    return form(case)
+
+
+def hierarchical_sequential_s(topology, ranks, S) -> float:
+    """Hierarchical all-reduce with its three phases one after another (intra RS, inter RD on 1/G,
+    intra AG) in the best protocol: an upper bound on the streamed (overlapped) version simserve
+    plays, whose phases overlap."""
+    ranks = tuple(ranks)
+    nodes = sorted({topology.node_of(r) for r in ranks})
+    G = len(ranks) // len(nodes)
+    local = [r for r in ranks if topology.node_of(r) == nodes[0]]
+    intra_bw = _port_bw(topology, local[0], local[1]) * (len(local) - 1 if topology.fabric == "mesh" else 1)
+    other = next(r for r in ranks if topology.node_of(r) != nodes[0])
+    intra_kinds = topology.kinds_of(topology.path(local[0], local[1]))
+    inter_kinds = topology.kinds_of(topology.path(local[0], other))
+    model = topology.comm
+    return min(hierarchical_allreduce_s(
+        len(nodes), G, S, model.hop_latency_s("ring", p, intra_kinds, True),
+        intra_bw * model.bandwidth_factor("ring", p, len(nodes)), model.hop_latency_s("ring", p, inter_kinds, True),
+        topology.path_bw_Bps(local[0], other) * model.bandwidth_factor("ring", p, len(nodes)),
+        topology.reduce_s_per_B, model.base_latency_s("ring", p) + model.launch_s) for p in model.protocols)
 
 
 def _in_protocols(topology, pair, time_fn) -> float:

@@ -155,6 +155,8 @@ def add_parser(subparsers) -> None:
                    help="eager: a host launch per call, as nccl-tests (default); graph: CUDA graphs")
     p.add_argument("--sweep", default=None, metavar="MIN:MAX", help="sizes MIN, 2 MIN, ... MAX")
     p.add_argument("--json", action="store_true", help="with --sweep: a JSON list instead of a table")
+    p.add_argument("--explain", action="store_true",
+                   help="list auto's candidates and each protocol's modelled time at --bytes")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="busbw vs size for several algorithms")
     p.set_defaults(func=run)
 
@@ -197,5 +199,26 @@ def run(args) -> int:
             rows = [measure(topo, args.op, args.algo, ranks, size) for size in sizes]
             print(json.dumps(rows, indent=2) if args.json else _table(rows))
         return 0
+    if args.explain:
+        print(explain(topo, args.op, ranks, parse_size(args.bytes)))
+        return 0
     print(json.dumps(measure(topo, args.op, args.algo, ranks, parse_size(args.bytes)), indent=2))
     return 0
+
+
+def explain(topo, op: str, ranks, nbytes: float) -> str:
+    """What `auto` weighs (NCCL's tuner rule: least modelled time): every candidate algorithm in
+    every protocol, on the idle network."""
+    from simserve.collectives.select import candidates
+    from simserve.comm.communicator import collective_time
+    from simserve.comm.player import idle_time, protocol_options
+
+    _, chosen = collective_time(topo, op, "auto", ranks, nbytes)
+    lines = [f"{op} of {nbytes:g} B over {len(ranks)} GPUs on {topo.nodes}x {topo.name} "
+             f"(launch {topo.comm.launch}, library {topo.comm.library}); auto -> {chosen}",
+             f"  {'algorithm':<20} {'protocol':<9} {'time(us)':>10}  notes"]
+    for algo in candidates(op, topo, ranks, nbytes):
+        for program in protocol_options(topo, op, algo, ranks, nbytes):
+            lines.append(f"  {algo:<20} {program.protocol or '-':<9} {idle_time(topo, program) * 1e6:>10.2f}  "
+                         f"{program.notes}")
+    return "\n".join(lines)

@@ -80,21 +80,26 @@ def compiled(topology: Topology, op: str, algo: str, ranks, nbytes: float, matri
     memo = cache.table("compiled")
     found = memo.get(key)
     if found is None:
-        family, streams = family_of(op, algo) if len(ranks) > 1 and nbytes else (None, False)
-        if family is None:
-            schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
-            found = compile_schedule(topology, schedule)
-        else:
-            if streams:
-                options = [pipelined(topology, op, algo, tuple(ranks), float(nbytes), family, proto, cache)
-                           for proto in topology.comm.protocols]
-            else:
-                schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
-                options = [compile_schedule(topology, schedule, family, proto) for proto in topology.comm.protocols]
-            # the tuner's rule: the protocol with the least modelled time for this size
-            found = min(options, key=lambda prog: idle_time(topology, prog, cache))
+        # the tuner's rule: the protocol with the least modelled time for this size
+        found = min(protocol_options(topology, op, algo, ranks, nbytes, matrix, cache),
+                    key=lambda prog: idle_time(topology, prog, cache))
         memo[key] = found
     return found
+
+
+def protocol_options(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None,
+                     cache: CollectiveCache | None = None) -> list[CompiledSchedule]:
+    """The algorithm compiled in each protocol of the topology's library (one program when it is
+    not priced in protocols)."""
+    cache = cache or cache_for(topology)
+    family, streams = family_of(op, algo) if len(ranks) > 1 and nbytes else (None, False)
+    if streams:
+        return [pipelined(topology, op, algo, tuple(ranks), float(nbytes), family, proto, cache)
+                for proto in topology.comm.protocols]
+    schedule = algorithms.build(op, algo, ranks, nbytes, facts(topology), matrix=matrix)
+    if family is None:
+        return [compile_schedule(topology, schedule)]
+    return [compile_schedule(topology, schedule, family, proto) for proto in topology.comm.protocols]
 
 
 def _compile_with_protocol(topology: Topology, schedule: Schedule, family: str, proto: str) -> CompiledSchedule:
