@@ -182,9 +182,11 @@ def cmd_estimate(args) -> int:
 def extension_points() -> dict[str, str]:
     """Config fields whose values come from a registry, and the names registered now."""
     from simserve.router import ROUTERS
-    from simserve.scheduler import POLICIES
+    from simserve.runtime import runtime_catalog
+    from simserve.scheduler import ADMISSIONS, POLICIES
     from simserve.workload.processes import ARRIVAL_PROCESSES
-    return {"scheduler.policy": ", ".join(POLICIES.names()),
+    return {"scheduler.policy": ", ".join(POLICIES.names()), "scheduler.admission": ", ".join(ADMISSIONS.names()),
+            "engine.runtime": ", ".join(runtime_catalog()),
             "router.policy": ", ".join(ROUTERS.names()),
             "workload.arrivals.process": ", ".join(ARRIVAL_PROCESSES.names())}
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from simserve.catalog import load_yaml_text
 from simserve.errors import ConfigError
 from simserve.router import ROUTERS
-from simserve.scheduler import POLICIES
+from simserve.scheduler import ADMISSIONS, POLICIES
 from simserve.workload.config import WorkloadConfig
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp4"]
@@ -154,6 +154,8 @@ def _registered(registry, name: str | None) -> str | None:
 class SchedulerConfig(Strict):
     # a name registered in simserve.scheduler.POLICIES
     policy: str = "sarathi"
+    # scheduler.admission: a name registered in simserve.scheduler.ADMISSIONS (null: the runtime's)
+    admission: Optional[str] = None
     max_batch_size: int = Field(256, ge=1, le=MAX_BATCH)           # vLLM max_num_seqs default
     max_batched_tokens: int = Field(8192, ge=1, le=MAX_TOKENS)     # vLLM V1 max_num_batched_tokens default
     chunk_size: int = Field(512, ge=1, le=MAX_TOKENS)              # sarathi token budget per iteration
@@ -164,6 +166,11 @@ class SchedulerConfig(Strict):
     def _policy(cls, name):
         return _registered(POLICIES, name)
 
+    @field_validator("admission")
+    @classmethod
+    def _admission(cls, name):
+        return _registered(ADMISSIONS, name)
+
 
 class EngineConfig(Strict):
     block_size: int = Field(16, ge=1, le=MAX_BLOCK)                     # vLLM default KV block
@@ -171,6 +178,12 @@ class EngineConfig(Strict):
     reserved_GiB: float = Field(1.5, ge=0, le=1e6)   # CUDA context, NCCL buffers, CUDA graphs (vLLM's non-torch memory)
     kv_watermark: float = Field(0.01, ge=0, lt=1)           # vLLM default
     coalesce_decode: bool = True             # advance unchanging decode runs as one event (exact)
+    # how the serving engine spends host time and runs kernels: a catalog runtime
+    # (simserve/catalog/runtimes: vllm-v1, vllm-v0, sglang, trtllm, ideal), a YAML file, or an
+    # inline dict (`base:` a catalog runtime whose fields it overrides)
+    # default `ideal` (kernels and collectives only) until the engine refactor of issue 11 lands;
+    # vllm-v1 is the intended default
+    runtime: Union[str, dict[str, Any]] = "ideal"
 
 
 class RouterConfig(Strict):

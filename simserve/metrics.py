@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pandas as pd
 
-TIME_KINDS = ("compute", "allreduce", "allgather", "reducescatter", "alltoall", "p2p", "bubble")
+# `host`: the GPUs wait for the engine's CPU work (scheduling, input preparation, sampling)
+TIME_KINDS = ("compute", "allreduce", "allgather", "reducescatter", "alltoall", "p2p", "bubble", "host")
 REQUEST_COLUMNS = ["request_id", "replica", "status", "arrival_s", "isl", "osl", "scheduled_s",
                    "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "queue_delay_s",
                    "itl_max_s", "preemptions", "reject_reason"]
@@ -55,7 +56,9 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
     if slo_e2e_s is not None:
         good &= done.e2e_s.to_numpy() <= slo_e2e_s
     gpu_time = num_gpus * sim_time_s
-    breakdown = {k: (busy_s.get(k, 0.0) / gpu_time if gpu_time > 0 else 0.0) for k in TIME_KINDS}
+    # `host` appears when the run's runtime spends host time (not for `ideal`)
+    breakdown = {k: (busy_s.get(k, 0.0) / gpu_time if gpu_time > 0 else 0.0) for k in TIME_KINDS
+                 if k != "host" or k in busy_s}
     breakdown["idle"] = max(0.0, 1.0 - math.fsum(breakdown.values()))
     return {
         "num_requests": int(len(df)),
@@ -70,7 +73,7 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
         "throughput_requests_per_s": len(done) / duration if len(done) else 0.0,
         "goodput_requests_per_s": float(good.sum()) / duration if len(done) else 0.0,
         "time_breakdown": breakdown,
-        "gpu_utilization": 1.0 - breakdown["idle"],
+        "gpu_utilization": 1.0 - breakdown["idle"] - breakdown.get("host", 0.0),
         "sim_time_s": sim_time_s,
     }
 
@@ -139,3 +142,4 @@ def vllm_benchmark(requests: pd.DataFrame, itl_gaps, summary: dict, percentiles=
         for p in percentiles:
             out[f"p{p}_{name}_ms"] = 0.0 if empty else float(np.percentile(arr, p))
     return out
+

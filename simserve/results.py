@@ -36,8 +36,10 @@ def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[
                 busy[kind] = busy.get(kind, 0.0) + seconds * n
             worked = math.fsum(stage_busy.values())
             p2p = rep.p2p_s[s]
-            bubble = max(0.0, rep.active_s - worked - p2p) if len(rep.stages) > 1 else 0.0
+            # the replica's exposed host time is its own kind, not a bubble
+            bubble = max(0.0, rep.active_s - worked - p2p - rep.host.exposed_s) if len(rep.stages) > 1 else 0.0
             busy["p2p"] = busy.get("p2p", 0.0) + p2p * n
+            busy["host"] = busy.get("host", 0.0) + rep.host.exposed_s * n   # GPUs waiting for the CPU
             busy["bubble"] = busy.get("bubble", 0.0) + bubble * n
             rows.append({"replica": rep.index, "stage": s, "gpus": list(stage.gpus), "layers": stage.layers,
                          "busy_s": worked, "p2p_s": p2p, "waiting_for_input_s": bubble,

@@ -6,10 +6,10 @@ what the engine needs (layer 1: no SimPy):
 
 - `host_s(rt, batch)`: CPU seconds of one iteration, fixed + per sampled sequence + per scheduled
   token (scheduling, input preparation, sampling and output processing).
-- `iteration_s(rt, gpu_s, host_s, back_to_back)`: wall time of an iteration. A runtime that
+- `iteration_s(rt, gpu_s, host_s, prev_gpu_s)`: wall time of an iteration. A runtime that
   overlaps the CPU work of step n+1 with GPU step n (vLLM V1 `--async-scheduling`, SGLang's
-  overlap scheduler, TensorRT-LLM's overlap scheduler) hides it under the GPU step when the
-  previous iteration ran right before; otherwise host and GPU add up.
+  overlap scheduler, TensorRT-LLM's overlap scheduler) hides it under the previous GPU step when
+  that step ran right before (only the excess shows); otherwise host and GPU add up.
 - `graph_batch(rt, batch)`: CUDA-graph padding: a decode-only batch of n sequences runs the graph
   captured for the smallest captured size >= n (the padded rows do GEMM and LM-head work but read
   no KV); above the largest captured size, or when graphs are off, the step runs eagerly.
@@ -24,8 +24,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from simserve.catalog import CATALOG_DIR, _build, _load_yaml
-from simserve.cost.operators import BatchStats
+from simserve.cost.operators import FEATURES, BatchStats, features
+from simserve.cost.step import FEATURE_INDEX
 from simserve.errors import CatalogError
 
 RUNTIME_DIR = CATALOG_DIR / "runtimes"
@@ -143,11 +146,18 @@ def host_s(rt: Runtime, batch: BatchStats) -> float:
     return h.fixed_s + h.per_seq_s * batch.logits_tokens + h.per_token_s * batch.tokens
 
 
-def iteration_s(rt: Runtime, gpu_s: float, host: float, back_to_back: bool) -> float:
-    """Wall time of an iteration whose GPU part takes gpu_s and CPU part host seconds."""
-    if rt.host.overlap and back_to_back:
-        return gpu_s if gpu_s > host else host
-    return host + gpu_s
+def exposed_host_s(rt: Runtime, host: float, prev_gpu_s: float | None) -> float:
+    """The part of an iteration's host time the GPU waits for. Without overlap, all of it. With
+    overlap, the CPU prepared this step while the previous GPU step ran (`prev_gpu_s`, None when the
+    engine was idle before this iteration): only what exceeds that step shows."""
+    if not rt.host.overlap or prev_gpu_s is None:
+        return host
+    return host - prev_gpu_s if host > prev_gpu_s else 0.0
+
+
+def iteration_s(rt: Runtime, gpu_s: float, host: float, prev_gpu_s: float | None) -> float:
+    """Wall time of an iteration: its exposed host time, then its GPU work."""
+    return exposed_host_s(rt, host, prev_gpu_s) + gpu_s
 
 
 def graph_size(rt: Runtime, decode_seqs: int) -> int | None:
@@ -177,3 +187,50 @@ def eager_s(rt: Runtime, gpu_s: float, kernels: float) -> float:
     """An eager step: the GPU waits for kernels the CPU launches one at a time."""
     launch = kernels * rt.cuda_graphs.eager_launch_s
     return gpu_s if gpu_s > launch else launch
+
+
+class RuntimeStepCost:
+    """A StepCost as the runtime runs it: decode-only batches padded to the next captured CUDA-graph
+    size, everything else (and decode batches above the largest size) eager, i.e. no faster than
+    the CPU launches its kernels. Same interface as cost.step.StepCost (`time`, `decode_times`),
+    same floating-point operations, so a coalesced decode run still equals stepping it."""
+
+    def __init__(self, step_cost, runtime: Runtime, kernel_overhead_s: float):
+        self.inner = step_cost
+        self.runtime = runtime
+        # kernels per iteration by gate feature, recovered from the per-kernel overhead each op carries
+        # (a GEMM priced by a measured efficiency curve carries none: it is one kernel)
+        self._kernels = []
+        for entry in step_cost.ops if kernel_overhead_s > 0 else ():
+            gate, weight, overhead = entry[:3]
+            curve = entry[5] if len(entry) > 5 else None
+            self._kernels.append((gate, weight * (1.0 if curve is not None else overhead / kernel_overhead_s)))
+
+    def kernels(self, x: list) -> float:
+        return sum(k for gate, k in self._kernels if x[gate] > 0)
+
+    def time(self, batch: BatchStats) -> float:
+        padded, graphed = graph_batch(self.runtime, batch)
+        gpu = self.inner.time(padded)
+        if graphed or not self.runtime.cuda_graphs.eager_launch_s:
+            return gpu
+        return eager_s(self.runtime, gpu, self.kernels(self._features(padded)))
+
+    def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int):
+        rows = graph_size(self.runtime, num_seqs)
+        graphed = rows is not None
+        rows = rows if graphed else num_seqs
+        x: list = [0.0] * len(FEATURE_INDEX)
+        x[FEATURE_INDEX["const"]] = 1.0
+        for f in ("tokens", "decode_tokens", "logits_tokens"):
+            x[FEATURE_INDEX[f]] = float(rows)
+        x[FEATURE_INDEX["decode_kv_tokens"]] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
+        gpu = np.broadcast_to(np.asarray(self.inner.time_of(x), dtype=float), (steps,)).copy()
+        if graphed or not self.runtime.cuda_graphs.eager_launch_s:
+            return gpu
+        return np.maximum(gpu, self.kernels(x) * self.runtime.cuda_graphs.eager_launch_s)
+
+    @staticmethod
+    def _features(batch: BatchStats) -> list:
+        feats = features(batch)
+        return [feats[f] for f in FEATURES]

@@ -70,6 +70,20 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+HOST_TID = 99999
+
+
+def host_events(host, lo: float, hi: float, meta, events: list) -> None:
+    """The engine's exposed CPU time (timeline rows of kind `host`): its own track per replica."""
+    for rep in sorted(set(host.replica.astype(int))):
+        meta(rep + 1, HOST_TID, "thread_name", "host (CPU: schedule, prepare, sample)", sort=10**5 - 1)
+    for rep, start, end in zip(host.replica.to_numpy(), host.start_s.to_numpy(), host.end_s.to_numpy()):
+        a, b = max(float(start), lo), min(float(end), hi)
+        if b > a:
+            events.append({"ph": "X", "cat": "host", "name": "host", "pid": int(rep) + 1, "tid": HOST_TID,
+                           "ts": a * US, "dur": b * US - a * US, "args": {}})
+
+
 def trace_events(run, window: tuple[float, float] | None = None) -> list[dict]:
     """The trace's events for a RunData or Result (see the module docstring)."""
     from simserve.plots import as_runs
@@ -102,7 +116,8 @@ def trace_events(run, window: tuple[float, float] | None = None) -> list[dict]:
     tl = run.timeline
     if tl is not None and len(tl):
         rows = tl[(tl.end_s >= lo) & (tl.start_s <= hi)]
-        work = rows[rows.kind != "p2p"]
+        work = rows[(rows.kind != "p2p") & (rows.kind != "host")]
+        host_events(rows[rows.kind == "host"], lo, hi, meta, events)
         cols = [work[c].to_numpy() for c in ("replica", "stage", "kind", "start_s", "end_s", "steps",
                                               "prefill_tokens", "decode_seqs", "compute_s", "allreduce_s",
                                               "allgather_s", "kv_used_blocks", "kv_total_blocks", "running",

@@ -17,7 +17,7 @@ from simserve.config import SimConfig, load_config
 from simserve.cost import BatchStats, Precision, Shard, StepCost, memory_plan
 from simserve.cost.memory import GiB, MemoryPlan
 from simserve.cost.moe import ExpertRouter, MoeLayout, StageLayers, moe_memory_plan, place_experts
-from simserve.engine.arrivals import Arrivals
+from simserve.engine.arrivals import Arrivals, ClosedLoop
 from simserve.engine.env import SimEnvironment
 from simserve.engine.replica import Replica
 from simserve.engine.request import Request
@@ -31,8 +31,10 @@ from simserve.network.flows import Network
 from simserve.network.topology import Topology, topology_for_cluster
 from simserve.placement import Placement, place, split_layers
 from simserve.router import Router
+from simserve.runtime import RuntimeStepCost, get_runtime
 from simserve.scheduler import Scheduler
 from simserve.workload import build_workload
+from simserve.workload.processes import ARRIVAL_PROCESSES
 from simserve.workload.routing import read_routing_trace
 
 
@@ -180,7 +182,10 @@ class _Planners:
                  moe_seed: np.random.SeedSequence):
         self.cfg, self.model, self.gpu, self.precision, self.shards = cfg, model, gpu, precision, shards
         if model.moe is None:
-            self.step_costs = [StepCost(model, shard, precision, gpu) for shard in shards]
+            # as the runtime runs them: CUDA-graph padding of decode batches, eager launches above
+            runtime = get_runtime(cfg.engine.runtime)
+            self.step_costs = [RuntimeStepCost(StepCost(model, shard, precision, gpu), runtime,
+                                               gpu.efficiency.kernel_overhead_s) for shard in shards]
             return
         mc, pp = cfg.moe, len(shards)
         self.stage_layers = StageLayers.split(model, tuple(sh.num_layers for sh in shards))
@@ -227,7 +232,8 @@ def build_world(config=None, overrides=()) -> World:
     topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch)
     group = moe_layout(cfg).gpus if model.moe is not None else par.tp     # GPUs per replica stage
     placement = place(group, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
-    precision = Precision(**cfg.precision.model_dump())
+    runtime = get_runtime(cfg.engine.runtime)
+    precision = Precision(**cfg.precision.model_dump(), fused_quant=runtime.fused_quant)
     shards = stage_shards(cfg, model, gpu, precision)
     plans = plan_memory(cfg, model, gpu, shards, precision)
     # the first two streams are the dense engine's since before MoE existed (results unchanged)
@@ -248,7 +254,10 @@ def _add_replicas(world: World, planners: _Planners, kv_tokens: int, router_rng:
     cfg, env, par, sc = world.cfg, world.env, world.cfg.parallelism, world.cfg.scheduler
     exclusive, own_pipeline = exclusive_links(world.topology, world.placement)
     router = Router(cfg.router.policy, world.replicas, router_rng)
-    arrivals = Arrivals(env, world.requests, router)
+    ac = cfg.workload.arrivals
+    arrivals = ClosedLoop(env, world.requests, router, ac.concurrency, ac.think_time_s) \
+        if ARRIVAL_PROCESSES.get(ac.process).closed else Arrivals(env, world.requests, router)
+    runtime = get_runtime(cfg.engine.runtime)
     # vLLM's PP sends hidden states and the residual stream (IntermediateTensors) to the next stage
     p2p_bytes_per_token = 2 * world.model.hidden * DTYPE_BYTES[cfg.precision.activations]
     fast = cfg.fidelity == "fast"
@@ -257,11 +266,13 @@ def _add_replicas(world: World, planners: _Planners, kv_tokens: int, router_rng:
         batch_size = sc.batch_size or sc.max_batch_size
         schedulers = [Scheduler(sc.policy, kv, max_batch_size=sc.max_batch_size,
                                 max_batched_tokens=sc.max_batched_tokens, chunk_size=sc.chunk_size,
-                                batch_size=max(1, batch_size // par.pp), arrivals_pending=arrivals.pending)
+                                batch_size=max(1, batch_size // par.pp), arrivals_pending=arrivals.pending,
+                                admission=sc.admission or runtime.admission)
                       for _ in range(par.pp)]
         stages = [Stage(env, world.comm, planners.planner(r, s, groups[s]), cfg.fidelity, exclusive[r][s])
                   for s in range(par.pp)]
         world.replicas.append(Replica(env, r, schedulers, stages, arrivals, world.network,
                                       coalesce_decode=cfg.engine.coalesce_decode and fast,
                                       p2p_bytes_per_token=p2p_bytes_per_token, timeline=world.timeline,
-                                      fast_transfers=fast, closed_pipeline=fast and own_pipeline[r]))
+                                      fast_transfers=fast, closed_pipeline=fast and own_pipeline[r],
+                                      runtime=runtime))

@@ -18,6 +18,8 @@ def config(isl=512, osl=64, n=20, process="poisson", rate=2.0, **extra):
         cfg["workload"]["arrivals"] = {"process": "batch"}
     for key, value in extra.items():
         cfg[key] = value
+    # the kernel model alone (no host time, no graph padding): tests/test_runtime_engine.py adds those
+    cfg.setdefault("engine", {}).setdefault("runtime", "ideal")
     return cfg
 
 

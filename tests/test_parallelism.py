@@ -22,6 +22,9 @@ def one_batch(model, hardware, topology, isl, osl, batch=1, precision=None, **se
            "workload": {"lengths": {"isl": isl, "osl": osl}, "arrivals": {"process": "batch"},
                         "num_requests": batch}}
     cfg.update(sections)
+    # these tests check the kernel and communication model: no engine host time or graph padding
+    # (tests/test_runtime_engine.py checks those)
+    cfg.setdefault("engine", {}).setdefault("runtime", "ideal")
     return simulate(cfg)
 
 

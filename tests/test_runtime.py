@@ -51,13 +51,13 @@ def test_host_time_is_fixed_plus_per_sequence_plus_per_token():
     assert host_s(rt, BatchStats()) == 0.0
 
 
-def test_overlap_hides_host_time_only_back_to_back():
+def test_overlap_hides_host_time_under_the_previous_gpu_step():
     sync = get_runtime({"base": "ideal"})
     over = get_runtime({"base": "ideal", "host": {"overlap": True}})
-    assert iteration_s(sync, 5e-3, 1e-3, True) == 6e-3
-    assert iteration_s(over, 5e-3, 1e-3, True) == 5e-3
-    assert iteration_s(over, 5e-3, 1e-3, False) == 6e-3          # after an idle gap nothing hides it
-    assert iteration_s(over, 0.5e-3, 1e-3, True) == 1e-3         # CPU-bound: the host time shows
+    assert iteration_s(sync, 5e-3, 1e-3, 5e-3) == 6e-3
+    assert iteration_s(over, 5e-3, 1e-3, 5e-3) == 5e-3
+    assert iteration_s(over, 5e-3, 1e-3, None) == 6e-3               # after an idle gap nothing hides it
+    assert iteration_s(over, 5e-3, 1e-3, 0.25e-3) == pytest.approx(5.75e-3)   # CPU-bound: the excess shows
 
 
 def test_eager_step_waits_for_kernel_launches():
@@ -108,3 +108,21 @@ def test_routed_experts_pay_the_same_activation_quantisation():
     expected_bytes = (h + w) * (2 * 2 + 1)
     assert dyn.s_per_token_quant * H100.hbm_bw_Bps * H100.efficiency.memory == pytest.approx(expected_bytes)
     assert dyn.overhead_s == pytest.approx(fused.overhead_s + 4 * H100.efficiency.kernel_overhead_s)
+
+
+@pytest.mark.parametrize("n", [1, 9, 300, 600])
+def test_runtime_step_cost_decode_run_equals_stepping(n):
+    """The padded / eager StepCost gives the same times for a decode run as step by step (the
+    engine's coalesced decode runs rely on it), bit for bit."""
+    from simserve.runtime import RuntimeStepCost
+    rt = get_runtime("vllm-v1")
+    cost = RuntimeStepCost(StepCost(LLAMA8B, Shard(), Precision(), H100), rt, H100.efficiency.kernel_overhead_s)
+    run = cost.decode_times(n, n * 700.0, 5)
+    stepped = [cost.time(BatchStats(decode_tokens=n, logits_tokens=n, decode_kv_tokens=n * 700.0 + n * j))
+               for j in range(5)]
+    assert list(run) == stepped
+    plain = StepCost(LLAMA8B, Shard(), Precision(), H100)
+    if n == 9:       # graphed: the cost of 16 rows
+        assert run[0] == plain.time(BatchStats(decode_tokens=16, logits_tokens=16, decode_kv_tokens=n * 700.0))
+    if n == 600:     # eager: no faster than launching every kernel
+        assert run[0] >= cost.kernels([1.0, n, 0, n, 0, 0, n * 700.0, n]) * rt.cuda_graphs.eager_launch_s

@@ -23,10 +23,12 @@ import numpy as np
 import simpy
 
 from simserve.engine.env import SimEnvironment
+from simserve.engine.host import HostClock
+from simserve.engine.tokens import TokenLog
 from simserve.engine.request import Request
 from simserve.engine.stage import Stage
-from simserve.engine.tokens import TokenLog
-from simserve.kvcache import blocks_for
+from simserve.kvcache import blocks_for, extra_blocks, steps_that_fit
+from simserve.runtime import Runtime
 from simserve.scheduler import Batch, Scheduler
 
 
@@ -34,8 +36,9 @@ class Replica:
     def __init__(self, env: SimEnvironment, index: int, schedulers: list[Scheduler], stages: list[Stage],
                  arrivals, network=None, *, coalesce_decode: bool = True, p2p_bytes_per_token: float = 0.0,
                  token_id_bytes: float = 4.0, timeline=None, fast_transfers: bool = True,
-                 closed_pipeline: bool = False):
+                 closed_pipeline: bool = False, runtime: Runtime | None = None):
         self.env = env
+        self.host = HostClock(env, runtime, timeline, self)   # host (CPU) time per iteration
         self.index = index
         self.schedulers = schedulers        # one lane per scheduler, sharing one KV block pool
         self.scheduler = schedulers[0]
@@ -93,6 +96,7 @@ class Replica:
         if reason:
             req.reject_reason = reason
             self.rejected.append(req)
+            self.arrivals.done(req)
             return
         req.lane = min(range(len(self.schedulers)),
                        key=lambda i: len(self.schedulers[i].waiting) + len(self.schedulers[i].running))
@@ -133,17 +137,23 @@ class Replica:
                 continue
             stats = batch.stats()
             start = env.now
+            exposed = self.host.take(stats, start)
             if stage.closed_form:
                 duration = stage.time(stats)
-                end = env.now + duration
+                end = env.now + (exposed + duration)   # as a decode run sums it (exactness)
                 yield env.at(end)
                 split = stage.account((stats.tokens, stats.logits_tokens), duration)
             else:
+                if exposed > 0:
+                    yield env.timeout(exposed)
+                gpu_start = env.now
                 split = yield from stage.execute(stats)
                 end = env.now
+                duration = end - gpu_start
+            self.host.gpu_step(end, duration)
             self.iterations += 1
             self._finish(batch, end)
-            self.timeline.iteration(self, 0, start, end, 1, stats.prefill_tokens, stats.decode_tokens, split)
+            self.timeline.iteration(self, 0, start + exposed, end, 1, stats.prefill_tokens, stats.decode_tokens, split)
 
     def _finish(self, batch: Batch, end: float) -> None:
         for req, chunk in batch.prefills:
@@ -172,6 +182,7 @@ class Replica:
         req.finish_s = t
         self.schedulers[req.lane].release(req)
         self.completed.append(req)
+        self.arrivals.done(req)
 
     # -- coalesced decode runs -----------------------------------------------------------------
     def _decode_run(self, running: list[Request]):
@@ -181,21 +192,7 @@ class Replica:
         n = len(running)
         prefilled = np.fromiter((r.prefilled for r in running), dtype=np.int64, count=n)
         held = np.fromiter((r.blocks for r in running), dtype=np.int64, count=n)
-        k_max = min(r.osl - r.generated for r in running)
-        free = sched.kv.free
-
-        def extra_blocks(k: int) -> int:   # blocks needed beyond those held, after k steps
-            return int(np.maximum(-(-(prefilled + k) // bs) - held, 0).sum())
-
-        if extra_blocks(k_max) > free:     # largest k whose growth fits (monotone in k)
-            lo, hi = 1, k_max
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if extra_blocks(mid) <= free:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            k_max = lo
+        k_max = steps_that_fit(prefilled, held, bs, min(r.osl - r.generated for r in running), sched.kv.free)
         kv_start = float(prefilled.sum() + n)
         cap_by_arrival = sched.admits_new_arrivals()
         next_arrival = self.arrivals.next_time() if cap_by_arrival else math.inf
@@ -204,7 +201,8 @@ class Replica:
             # steps fit before the next arrival: evaluate only those
             first_step_s = float(stage.decode_times(n, kv_start, 1)[0])
             k_max = min(k_max, int((next_arrival - env.now) / first_step_s) + 2)
-        durations = stage.decode_times(n, kv_start, k_max)
+        gpu = stage.decode_times(n, kv_start, k_max)
+        durations, exposed = self.host.decode_run(n, gpu)     # exposed host time per step
         ends = np.cumsum(np.concatenate(([env.now], durations)))[1:]
         k = k_max
         if cap_by_arrival:
@@ -213,8 +211,9 @@ class Replica:
         start = env.now
         yield env.at(end)
         self.iterations += k
-        split = stage.account((n, n), durations[:k])
-        sched.kv.allocate(extra_blocks(k))
+        split = stage.account((n, n), gpu[:k])
+        host = self.host.ran(start, end, float(np.sum(exposed[:k])), float(gpu[k - 1]))
+        sched.kv.allocate(extra_blocks(prefilled, held, bs, k))
         shared = np.diff(ends[:k])
         shared_max = float(shared.max()) if k > 1 else 0.0
         if k > 1:
@@ -232,7 +231,7 @@ class Replica:
             req.last_token_s = end
             if req.generated >= req.osl:
                 self._complete(req, end)
-        self.timeline.iteration(self, 0, start, end, k, 0, n, split)
+        self.timeline.iteration(self, 0, start + host, end, k, 0, n, split)
 
     # -- pipeline ------------------------------------------------------------------------------
     def _next_micro_batch(self) -> tuple[int, Batch] | None:
@@ -290,7 +289,8 @@ class Replica:
         env = self.env
         stats = batch.stats()
         last = len(self.stages) - 1
-        ready = env.now
+        exposed = self.host.take(stats, env.now)
+        ready = env.now + exposed
         for s, stage in enumerate(self.stages):
             start = ready if ready > self._stage_free_at[s] else self._stage_free_at[s]
             if s > 0:
@@ -298,6 +298,8 @@ class Replica:
             duration = stage.time(stats)
             end = start + duration
             self._stage_free_at[s] = end
+            if s == 0:
+                self.host.gpu_step(end, duration)
             split = stage.account((stats.tokens, stats.logits_tokens), duration)
             self.timeline.iteration(self, s, start, end, 1, stats.prefill_tokens, stats.decode_tokens, split)
             ready = end
@@ -344,6 +346,9 @@ class Replica:
         env = self.env
         stats = batch.stats()
         last = len(self.stages) - 1
+        exposed = self.host.take(stats, env.now)
+        if exposed > 0:
+            yield env.timeout(exposed)
         for s, stage in enumerate(self.stages):
             queued = env.now
             yield from self._take_turn(s, seq)
@@ -352,6 +357,8 @@ class Replica:
             start = env.now
             split = yield from stage.execute(stats)
             self.timeline.iteration(self, s, start, env.now, 1, stats.prefill_tokens, stats.decode_tokens, split)
+            if s == 0:
+                self.host.gpu_step(env.now, env.now - start)
             self._pass_turn(s)
             if s == 0:
                 self._wakeup()                # the first stage is free for the next micro-batch

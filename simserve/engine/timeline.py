@@ -1,7 +1,7 @@
 """What each stage of each replica did, and when: the data behind plots and Perfetto traces.
 
-One row per iteration (per stage, with pipelines), per coalesced decode run (`steps` > 1), and per
-pipeline transfer; appending a tuple per event keeps it cheap enough to record always.
+One row per iteration (per stage, with pipelines), per coalesced decode run (`steps` > 1), per
+pipeline transfer, and per stretch of exposed host (CPU) time (kind `host`); appending a tuple per event keeps it cheap enough to record always.
 """
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ class Timeline:
 
     def transfer(self, replica, stage: int, start_s: float, end_s: float, nbytes: float) -> None:
         self.rows.append((replica.index, stage, "p2p", start_s, end_s, 1, 0, 0, 0.0, 0.0, 0.0, nbytes,
+                          replica.kv.used, replica.kv.num_blocks, 0, 0, 0.0))
+
+    def host(self, replica, stage: int, start_s: float, end_s: float) -> None:
+        """CPU time the replica's GPUs waited for (scheduling, input preparation, sampling)."""
+        self.rows.append((replica.index, stage, "host", start_s, end_s, 1, 0, 0, 0.0, 0.0, 0.0, 0.0,
                           replica.kv.used, replica.kv.num_blocks, 0, 0, 0.0))
 
     def frame(self) -> pd.DataFrame:

@@ -1,9 +1,32 @@
 """Paged KV-cache block manager (vLLM's PagedAttention bookkeeping, counts only)."""
 from __future__ import annotations
 
+import numpy as np
+
 
 def blocks_for(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
+
+
+def extra_blocks(prefilled: np.ndarray, held: np.ndarray, block_size: int, steps: int) -> int:
+    """Blocks sequences with `prefilled` tokens holding `held` blocks need beyond those, after
+    `steps` more decode steps."""
+    return int(np.maximum(-(-(prefilled + steps) // block_size) - held, 0).sum())
+
+
+def steps_that_fit(prefilled: np.ndarray, held: np.ndarray, block_size: int, k_max: int, free: int) -> int:
+    """The most decode steps (at most k_max, at least 1) whose KV growth fits in `free` blocks
+    (growth is monotone in the step count: bisection)."""
+    if extra_blocks(prefilled, held, block_size, k_max) <= free:
+        return k_max
+    lo, hi = 1, k_max
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if extra_blocks(prefilled, held, block_size, mid) <= free:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 class BlockManager:

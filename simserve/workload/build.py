@@ -73,6 +73,8 @@ def _arrivals_text(cfg: WorkloadConfig) -> str:
     a = cfg.arrivals
     if a.process == "batch":
         return "batch at t=0"
+    if a.concurrency is not None:
+        return f"{a.process} loop of {a.concurrency} clients, think time {a.think_time_s:g} s"
     return f"{a.process} {a.rate:g} req/s" + (f" cv {a.cv:g}" if a.process == "gamma" else "")
 
 

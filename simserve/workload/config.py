@@ -104,8 +104,8 @@ class ArrivalsConfig(_Strict):
     Any process registered in simserve.workload.arrivals.ARRIVAL_PROCESSES is accepted.
     """
     process: str = "trace"
-    concurrency: Optional[int] = Field(None, ge=1, description="closed: clients in flight")
-    think_time_s: float = Field(0.0, ge=0, description="closed: pause between a reply and the next send")
+    concurrency: Optional[int] = Field(None, ge=1, le=MAX_REQUESTS, description="closed: clients in flight")
+    think_time_s: float = Field(0.0, ge=0, le=1e8, description="closed: pause between a reply and the next send")
     rate: Optional[float] = Field(None, description="requests per second")
     cv: float = Field(1.0, gt=0, description="coefficient of variation of inter-arrival gaps (gamma)")
     rate_scale: float = Field(1.0, gt=0, description="trace: multiply the trace's rate by this")

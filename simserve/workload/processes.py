@@ -46,3 +46,6 @@ ARRIVAL_PROCESSES.register("trace", Process(draw=None))
 ARRIVAL_PROCESSES.register("poisson", Process(draw=_renewal, needs_rate=True))
 ARRIVAL_PROCESSES.register("gamma", Process(draw=_renewal, needs_rate=True))
 ARRIVAL_PROCESSES.register("batch", Process(draw=_at_zero))
+# closed loop: placeholders at 0; each request's send time is set when a client sends it
+# (simserve.engine.arrivals.ClosedLoop)
+ARRIVAL_PROCESSES.register("closed", Process(draw=_at_zero, closed=True))
