@@ -39,7 +39,8 @@ def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[
             # the replica's exposed host time is its own kind, not a bubble
             bubble = max(0.0, rep.active_s - worked - p2p - rep.host.exposed_s) if len(rep.stages) > 1 else 0.0
             busy["p2p"] = busy.get("p2p", 0.0) + p2p * n
-            busy["host"] = busy.get("host", 0.0) + rep.host.exposed_s * n   # GPUs waiting for the CPU
+            if rep.host.active:     # GPUs waiting for the CPU (runtimes that spend host time)
+                busy["host"] = busy.get("host", 0.0) + rep.host.exposed_s * n
             busy["bubble"] = busy.get("bubble", 0.0) + bubble * n
             rows.append({"replica": rep.index, "stage": s, "gpus": list(stage.gpus), "layers": stage.layers,
                          "busy_s": worked, "p2p_s": p2p, "waiting_for_input_s": bubble,

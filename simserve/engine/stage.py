@@ -18,7 +18,7 @@ from simserve.engine.executor import Executor
 from simserve.iteration.price import IdleNetwork, Price, price
 from simserve.iteration.steps import IterationPlan
 
-BUSY_KINDS = ("compute", "allreduce", "allgather", "alltoall", "host")
+BUSY_KINDS = ("compute", "allreduce", "allgather", "alltoall")    # host time is the replica's (engine.host)
 
 
 class Stage:
