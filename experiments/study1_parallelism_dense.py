@@ -55,8 +55,8 @@ def run_grid(settings, layouts, batches_for) -> pd.DataFrame:
 
 
 def link_sweeps(smoke: bool) -> pd.DataFrame:
-    """Fig. 7a (TP size; the paper's batch 32 does not fit TP1's KV cache in simserve, so the largest
-    power-of-two batch that does, 16), 7b (PP8 P2P share vs link speed, batch 512), 7c (TP8 TTFT and
+    """Fig. 7a (TP size, at the largest power-of-two batch up to the paper's 32 that fits TP1's KV
+    cache: 32 since capacities are stored in binary units, 16 before), 7b (PP8 P2P share vs link speed, batch 512), 7c (TP8 TTFT and
     all-reduce vs aggregate link speed, batch 32), all Llama-3.1-405B FP4, MLPerf, 8x MI355X."""
     isl, osl = (1024, 4) if smoke else (9428, 684)
     model, hw = "llama-3.1-405b", "mi355x"
