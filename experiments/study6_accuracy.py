@@ -135,10 +135,10 @@ def summary(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def table(points: pd.DataFrame) -> str:
-    lines = ["| component | subset | held out of the fit | points | median error | worst error | bias |",
+    lines = ["| component | subset | role | points | median error | worst error | bias |",
              "|---|---|---|---|---|---|---|"]
     for r in summary(points).itertuples():
-        lines.append(f"| {r.component} | {r.subset} | {'yes' if r.held_out else 'no (fitted)'} | {r.points} | "
+        lines.append(f"| {r.component} | {r.subset} | {'held out' if r.held_out else 'fitted'} | {r.points} | "
                      f"{100 * r.median_abs_err:.1f}% | {100 * r.max_abs_err:.1f}% | {100 * r.median_err:+.1f}% |")
     return "\n".join(lines)
 
