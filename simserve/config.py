@@ -181,9 +181,8 @@ class EngineConfig(Strict):
     # how the serving engine spends host time and runs kernels: a catalog runtime
     # (simserve/catalog/runtimes: vllm-v1, vllm-v0, sglang, trtllm, ideal), a YAML file, or an
     # inline dict (`base:` a catalog runtime whose fields it overrides)
-    # default `ideal` (kernels and collectives only) until the engine refactor of issue 11 lands;
-    # vllm-v1 is the intended default
-    runtime: Union[str, dict[str, Any]] = "ideal"
+    # default vllm-v1: the engine most deployments run; `ideal` is kernels and collectives only
+    runtime: Union[str, dict[str, Any]] = "vllm-v1"
 
 
 class RouterConfig(Strict):
