@@ -43,7 +43,11 @@ def _print_summary(summary: dict, out_dir: Path | None) -> None:
     from simserve.metrics import DISTRIBUTIONS
 
     console = Console()
-    layout = " ".join(f"{k}{v}" for k, v in summary.get("layout", {}).items() if v != 1) or "one GPU"
+    def text(par):
+        return " ".join(f"{k}{v}" for k, v in par.items() if v != 1) or "one GPU"
+    pools = summary.get("disaggregation")
+    layout = text(summary.get("layout", {})) if pools is None else \
+        f"prefill {text(pools['prefill']['layout'])} / decode {text(pools['decode']['layout'])}"
     table = Table(title=f"{summary.get('model')} on {summary.get('hardware')}, {layout} (seconds)", show_edge=False)
     table.add_column("metric")
     for col in ("mean", "p50", "p90", "p99", "max"):

@@ -185,6 +185,25 @@ class EngineConfig(Strict):
     runtime: Union[str, dict[str, Any]] = "vllm-v1"
 
 
+class PoolConfig(Strict):
+    """One pool of a disaggregated deployment: its parallel layout and GPU type (null: the
+    cluster's). The pool's compute and memory come from its GPU type; the network is the cluster's
+    topology (links of mixed GPU types are not modelled)."""
+    tp: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
+    pp: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
+    dp: int = Field(1, ge=1, le=MAX_GPUS_PER_GROUP)
+    hardware: Union[str, dict[str, Any], None] = None
+
+
+class DisaggregationConfig(Strict):
+    """Prefill/decode disaggregation (DistServe, Splitwise, Mooncake): prompts are prefilled in one
+    pool, their KV moves over the network to a decode pool (`whole` after the prefill, or
+    `layerwise`, streamed while the prefill runs), and the decode pool generates the rest."""
+    prefill: PoolConfig = PoolConfig()
+    decode: PoolConfig = PoolConfig()
+    kv_transfer: Literal["whole", "layerwise"] = "whole"
+
+
 class RouterConfig(Strict):
     policy: str = "round_robin"      # a name registered in simserve.router.ROUTERS
 
@@ -212,8 +231,24 @@ class SimConfig(Strict):
     router: RouterConfig = RouterConfig()
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     slo: SloConfig = SloConfig()
+    disaggregation: Optional[DisaggregationConfig] = None     # null: prefill and decode co-located
     fidelity: Literal["fast", "exact"] = "fast"
     seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _disaggregated(self):
+        if self.disaggregation is None:
+            return self
+        par = self.parallelism
+        for key in ("tp", "pp", "dp"):
+            if getattr(par, key) != 1:
+                raise ValueError(f"parallelism.{key}={getattr(par, key)}: with disaggregation each pool's "
+                                 f"layout is disaggregation.prefill.{key} / disaggregation.decode.{key}")
+        if par.placement is not None:
+            raise ValueError("parallelism.placement: pools are placed in order with disaggregation")
+        if self.scheduler.policy == "static":
+            raise ValueError("scheduler.policy=static: a disaggregated decode pool batches continuously")
+        return self
 
 
 def _allowed_keys(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:

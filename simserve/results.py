@@ -88,6 +88,11 @@ def summarize(world: World) -> Result:
         summary["static_batch"] = static_batch_formula(df)
     if world.model.moe is not None:
         summary["moe"] = moe_summary(world, sim_time_s)
+    if world.pools is not None:
+        from simserve.disagg import pool_summary
+        summary["disaggregation"] = pool_summary(world, df)
+        summary["bytes_moved_per_request"]["kv_transfer"] = \
+            network.bytes_by_op.get("kv_transfer", 0.0) / max(int(done.sum()), 1)
     timeline = world.timeline.frame()
     summary["wall_time_s"] = time.perf_counter() - world.wall_start     # everything simulate() did
     summary = {k: summary[k] for k in _ORDER if k in summary} | {k: v for k, v in summary.items() if k not in _ORDER}

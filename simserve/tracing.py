@@ -71,6 +71,7 @@ def _fmt_bytes(n: float) -> str:
 
 
 HOST_TID = 99999
+KV_TID = 99998
 
 
 def host_events(host, lo: float, hi: float, meta, events: list) -> None:
@@ -82,6 +83,20 @@ def host_events(host, lo: float, hi: float, meta, events: list) -> None:
         if b > a:
             events.append({"ph": "X", "cat": "host", "name": "host", "pid": int(rep) + 1, "tid": HOST_TID,
                            "ts": a * US, "dur": b * US - a * US, "args": {}})
+
+
+def kv_transfer_events(kv, lo: float, hi: float, meta, events: list) -> None:
+    """Disaggregation's KV transfers (timeline rows of kind `kv_transfer`): a track on the prefill
+    replica each leaves from, one slice per request (overlapping slices are concurrent transfers)."""
+    for rep in sorted(set(kv.replica.astype(int))):
+        meta(rep + 1, KV_TID, "thread_name", "KV transfer to the decode pool", sort=10**5 - 2)
+    for rep, start, end, nbytes in zip(kv.replica.to_numpy(), kv.start_s.to_numpy(), kv.end_s.to_numpy(),
+                                       kv.p2p_bytes.to_numpy()):
+        a, b = max(float(start), lo), min(float(end), hi)
+        if b >= a:
+            events.append({"ph": "X", "cat": "kv_transfer", "name": f"KV {_fmt_bytes(float(nbytes))}",
+                           "pid": int(rep) + 1, "tid": KV_TID, "ts": a * US, "dur": b * US - a * US,
+                           "args": {"bytes": float(nbytes)}})
 
 
 def trace_events(run, window: tuple[float, float] | None = None) -> list[dict]:
@@ -116,8 +131,9 @@ def trace_events(run, window: tuple[float, float] | None = None) -> list[dict]:
     tl = run.timeline
     if tl is not None and len(tl):
         rows = tl[(tl.end_s >= lo) & (tl.start_s <= hi)]
-        work = rows[(rows.kind != "p2p") & (rows.kind != "host")]
+        work = rows[~rows.kind.isin(("p2p", "host", "kv_transfer"))]
         host_events(rows[rows.kind == "host"], lo, hi, meta, events)
+        kv_transfer_events(rows[rows.kind == "kv_transfer"], lo, hi, meta, events)
         cols = [work[c].to_numpy() for c in ("replica", "stage", "kind", "start_s", "end_s", "steps",
                                               "prefill_tokens", "decode_seqs", "compute_s", "allreduce_s",
                                               "allgather_s", "kv_used_blocks", "kv_total_blocks", "running",

@@ -54,6 +54,7 @@ class World:
     timeline: Timeline
     replicas: list[Replica] = field(default_factory=list)
     wall_start: float = 0.0
+    pools: object = None        # disagg.Pools of a disaggregated deployment
 
     def run(self, show_progress: bool | None = False) -> "World":
         replicas = self.replicas
@@ -221,58 +222,78 @@ def _kv_tokens(cfg: SimConfig, model: ModelCard, plans: list[MemoryPlan]) -> int
     return tokens * moe_layout(cfg).dp_attention if model.moe is not None else tokens
 
 
+def make_requests(cfg: SimConfig, model: ModelCard, workload_seed) -> tuple[list[Request], dict]:
+    work = build_workload(cfg.workload, model.max_context, np.random.default_rng(workload_seed))
+    requests = [Request(i, float(t), int(a), int(b))
+                for i, (t, a, b) in enumerate(zip(work.arrival_s, work.isl, work.osl))]
+    return requests, work.source
+
+
 def build_world(config=None, overrides=()) -> World:
     """Validate, plan memory and wire the SimPy world of a config (nothing is simulated yet)."""
     wall_start = time.perf_counter()
     cfg = load_config(config, overrides)
     model = get_model(cfg.model)
+    if cfg.disaggregation is not None:
+        from simserve.disagg import build_disaggregated     # builds on this module's pieces
+        return build_disaggregated(cfg, model, wall_start)
     gpu = get_hardware(cfg.cluster.hardware)
     check_layout(cfg, model)
     par = cfg.parallelism
     topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch)
     group = moe_layout(cfg).gpus if model.moe is not None else par.tp     # GPUs per replica stage
     placement = place(group, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
-    runtime = get_runtime(cfg.engine.runtime)
-    precision = Precision(**cfg.precision.model_dump(), fused_quant=runtime.fused_quant)
+    precision = pool_precision(cfg)
     shards = stage_shards(cfg, model, gpu, precision)
     plans = plan_memory(cfg, model, gpu, shards, precision)
     # the first two streams are the dense engine's since before MoE existed (results unchanged)
     workload_seed, router_seed, moe_seed = np.random.SeedSequence(cfg.seed).spawn(3)
-    work = build_workload(cfg.workload, model.max_context, np.random.default_rng(workload_seed))
-    requests = [Request(i, float(t), int(a), int(b))
-                for i, (t, a, b) in enumerate(zip(work.arrival_s, work.isl, work.osl))]
+    requests, source = make_requests(cfg, model, workload_seed)
     env = SimEnvironment()
     network = Network(env, topology)
-    world = World(cfg, model, gpu, topology, placement, plans, requests, work.source, env, network,
+    world = World(cfg, model, gpu, topology, placement, plans, requests, source, env, network,
                   Communicator(env, network, cfg.fidelity), Timeline(), wall_start=wall_start)
-    _add_replicas(world, _Planners(cfg, model, gpu, precision, shards, moe_seed), _kv_tokens(cfg, model, plans),
-                  np.random.default_rng(router_seed))
+    exclusive, own_pipeline = exclusive_links(world.topology, world.placement)
+    planners = _Planners(cfg, model, gpu, precision, shards, moe_seed)
+    kv_tokens = _kv_tokens(cfg, model, plans)
+    arrivals = make_arrivals(world, Router(cfg.router.policy, world.replicas, np.random.default_rng(router_seed)))
+    for r, groups in enumerate(placement.replicas):
+        world.replicas.append(make_replica(world, cfg, r, r, groups, planners, kv_tokens, arrivals,
+                                           exclusive[r], own_pipeline[r]))
     return world
 
 
-def _add_replicas(world: World, planners: _Planners, kv_tokens: int, router_rng: np.random.Generator) -> None:
-    cfg, env, par, sc = world.cfg, world.env, world.cfg.parallelism, world.cfg.scheduler
-    exclusive, own_pipeline = exclusive_links(world.topology, world.placement)
-    router = Router(cfg.router.policy, world.replicas, router_rng)
-    ac = cfg.workload.arrivals
-    arrivals = ClosedLoop(env, world.requests, router, ac.concurrency, ac.think_time_s) \
-        if ARRIVAL_PROCESSES.get(ac.process).closed else Arrivals(env, world.requests, router)
+def pool_precision(cfg: SimConfig) -> Precision:
+    runtime = get_runtime(cfg.engine.runtime)
+    return Precision(**cfg.precision.model_dump(), fused_quant=runtime.fused_quant)
+
+
+def make_arrivals(world: World, router: Router):
+    ac = world.cfg.workload.arrivals
+    if ARRIVAL_PROCESSES.get(ac.process).closed:
+        return ClosedLoop(world.env, world.requests, router, ac.concurrency, ac.think_time_s)
+    return Arrivals(world.env, world.requests, router)
+
+
+def make_replica(world: World, cfg: SimConfig, index: int, r: int, groups, planners: _Planners, kv_tokens: int,
+                 arrivals, exclusive_row: list[bool], own_pipeline: bool, cls=Replica, coalesce: bool = True,
+                 **extra) -> Replica:
+    """Replica `index` of the world (`r` within its pool, whose config is `cfg`) on GPU `groups`."""
+    env, par, sc = world.env, cfg.parallelism, cfg.scheduler
     runtime = get_runtime(cfg.engine.runtime)
     # vLLM's PP sends hidden states and the residual stream (IntermediateTensors) to the next stage
     p2p_bytes_per_token = 2 * world.model.hidden * DTYPE_BYTES[cfg.precision.activations]
     fast = cfg.fidelity == "fast"
-    for r, groups in enumerate(world.placement.replicas):
-        kv = BlockManager(kv_tokens // cfg.engine.block_size, cfg.engine.block_size, cfg.engine.kv_watermark)
-        batch_size = sc.batch_size or sc.max_batch_size
-        schedulers = [Scheduler(sc.policy, kv, max_batch_size=sc.max_batch_size,
-                                max_batched_tokens=sc.max_batched_tokens, chunk_size=sc.chunk_size,
-                                batch_size=max(1, batch_size // par.pp), arrivals_pending=arrivals.pending,
-                                admission=sc.admission or runtime.admission)
-                      for _ in range(par.pp)]
-        stages = [Stage(env, world.comm, planners.planner(r, s, groups[s]), cfg.fidelity, exclusive[r][s])
-                  for s in range(par.pp)]
-        world.replicas.append(Replica(env, r, schedulers, stages, arrivals, world.network,
-                                      coalesce_decode=cfg.engine.coalesce_decode and fast,
-                                      p2p_bytes_per_token=p2p_bytes_per_token, timeline=world.timeline,
-                                      fast_transfers=fast, closed_pipeline=fast and own_pipeline[r],
-                                      runtime=runtime))
+    kv = BlockManager(kv_tokens // cfg.engine.block_size, cfg.engine.block_size, cfg.engine.kv_watermark)
+    batch_size = sc.batch_size or sc.max_batch_size
+    schedulers = [Scheduler(sc.policy, kv, max_batch_size=sc.max_batch_size,
+                            max_batched_tokens=sc.max_batched_tokens, chunk_size=sc.chunk_size,
+                            batch_size=max(1, batch_size // par.pp), arrivals_pending=arrivals.pending,
+                            admission=sc.admission or runtime.admission)
+                  for _ in range(par.pp)]
+    stages = [Stage(env, world.comm, planners.planner(r, s, groups[s]), cfg.fidelity, exclusive_row[s])
+              for s in range(par.pp)]
+    return cls(env, index, schedulers, stages, arrivals, world.network,
+               coalesce_decode=cfg.engine.coalesce_decode and fast and coalesce,
+               p2p_bytes_per_token=p2p_bytes_per_token, timeline=world.timeline,
+               fast_transfers=fast, closed_pipeline=fast and own_pipeline, runtime=runtime, **extra)

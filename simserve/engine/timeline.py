@@ -25,8 +25,9 @@ class Timeline:
                           replica.kv.used, replica.kv.num_blocks, sum(len(s.running) for s in sched),
                           sum(len(s.waiting) for s in sched), split[3] if len(split) > 3 else 0.0))
 
-    def transfer(self, replica, stage: int, start_s: float, end_s: float, nbytes: float) -> None:
-        self.rows.append((replica.index, stage, "p2p", start_s, end_s, 1, 0, 0, 0.0, 0.0, 0.0, nbytes,
+    def transfer(self, replica, stage: int, start_s: float, end_s: float, nbytes: float, kind: str = "p2p") -> None:
+        """A pipeline send (`p2p`), or a request's KV leaving a prefill replica (`kv_transfer`)."""
+        self.rows.append((replica.index, stage, kind, start_s, end_s, 1, 0, 0, 0.0, 0.0, 0.0, nbytes,
                           replica.kv.used, replica.kv.num_blocks, 0, 0, 0.0))
 
     def host(self, replica, stage: int, start_s: float, end_s: float) -> None:
