@@ -176,7 +176,8 @@ def cmd_estimate(args) -> int:
                           f"{model.max_context:,}-token context")
     if flags["pp"] > model.num_layers:
         raise ConfigError(f"--pp {flags['pp']}: {model.name} has only {model.num_layers} layers")
-    result = estimate(model=args.model, hardware=args.hardware, topology=args.topology, **flags)
+    result = estimate(model=args.model, hardware=args.hardware, topology=args.topology, runtime=args.runtime,
+                      **flags)
     if not result["memory"]["fits"]:
         raise CapacityError(_not_fitting(result))
     print(json.dumps(result, indent=2))
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--isl", type=int, default=1024)
     est.add_argument("--osl", type=int, default=128)
     est.add_argument("--topology", default=None, help="catalog topology (default: the hardware's node)")
+    est.add_argument("--runtime", default=None, help="serving runtime whose host time and CUDA graphs "
+                     "the steps include (vllm-v1, vllm-v0, sglang, trtllm, ideal, a YAML file; "
+                     "default: the config's, vllm-v1)")
     est.set_defaults(func=cmd_estimate)
 
     cat = sub.add_parser("catalog", help="list hardware, models and topologies")

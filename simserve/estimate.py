@@ -2,18 +2,24 @@
 
 No simulation: each stage's iteration plan (simserve.iteration), the same plan the engine plays,
 priced in closed form on an idle network, for one fixed batch going through the pipeline as one
-micro-batch.
+micro-batch, as the serving runtime runs it (simserve.runtime: CUDA-graph padding of decode steps,
+eager launches, and the host time of each iteration, hidden under the previous GPU step where the
+runtime overlaps them).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 from simserve.catalog import DTYPE_BYTES, get_hardware, get_model
 from simserve.cost import BatchStats, Precision, Shard, StepCost, head_ops, layer_ops, memory_plan
 from simserve.cost.roofline import op_time
+from simserve.config import EngineConfig
 from simserve.errors import ConfigError
 from simserve.iteration import IdleNetwork, price
 from simserve.iteration.build import DensePlanner
 from simserve.network.topology import build_topology
 from simserve.placement import place, split_layers
+from simserve.runtime import RuntimeStepCost, exposed_host_s, get_runtime, host_s
 
 
 def _operators(model, shards, precision, gpu, batch: BatchStats) -> list[dict]:
@@ -34,11 +40,12 @@ def _time(planner: DensePlanner, network: IdleNetwork, batch: BatchStats) -> flo
     return price(planner.plan(batch), network).total
 
 
-def _step(model, shards, stages, network, precision, gpu, batch: BatchStats, transfer_s: float) -> dict:
+def _step(model, shards, stages, network, precision, gpu, batch: BatchStats, transfer_s: float,
+          host: float) -> dict:
     compute = [st.step_cost.time(batch) for st in stages]
     comm = [_time(st, network, batch) - c for st, c in zip(stages, compute)]
     p2p = transfer_s * (len(stages) - 1)
-    return {"time_s": sum(compute) + sum(comm) + p2p, "compute_s": sum(compute),
+    return {"time_s": host + sum(compute) + sum(comm) + p2p, "compute_s": sum(compute), "host_s": host,
             "communication_s": sum(comm) + p2p, "allreduce_and_gather_s": sum(comm), "p2p_s": p2p,
             "stages": [{"layers": sh.num_layers, "compute_s": c, "communication_s": m}
                        for sh, c, m in zip(shards, compute, comm)],
@@ -75,7 +82,8 @@ def _memory(m, shards, prec, gpu, batch: int, isl: int, osl: int) -> dict:
 
 def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1, precision: str = "bf16",
              kv_precision: str | None = None, batch: int = 1, isl: int = 1024, osl: int = 128,
-             topology: str | None = None) -> dict:
+             topology: str | None = None, runtime=None) -> dict:
+    """`runtime`: a catalog name, YAML file or dict (None: the config's default engine.runtime)."""
     for name, value in (("batch", batch), ("isl", isl), ("osl", osl), ("tp", tp), ("pp", pp), ("ep", ep)):
         if value < 1:
             raise ConfigError(f"--{name} must be a positive integer (got {value})")
@@ -89,7 +97,10 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
     topo = build_topology(gpu, nodes=nodes, name=topology)
     placement = place(tp, pp, 1, topo.nodes, topo.gpus_per_node)
     net = IdleNetwork(topo)
-    stages = [DensePlanner(m, sh, prec, gpu, placement.replicas[0][s], "auto", StepCost(m, sh, prec, gpu))
+    rt = get_runtime(runtime if runtime is not None else EngineConfig.model_fields["runtime"].default)
+    prec = replace(prec, fused_quant=rt.fused_quant)
+    stages = [DensePlanner(m, sh, prec, gpu, placement.replicas[0][s], "auto",
+                           RuntimeStepCost(StepCost(m, sh, prec, gpu), rt, gpu.efficiency.kernel_overhead_s))
               for s, sh in enumerate(shards)]
 
     def transfer_s(tokens: int) -> float:   # hidden states + residual, rank 0 -> rank 0 of the next stage
@@ -100,14 +111,20 @@ def estimate(*, model: str, hardware: str, tp: int = 1, pp: int = 1, ep: int = 1
         nbytes = tokens * 2 * m.hidden * DTYPE_BYTES[prec.activations]
         return sum(h.latency_s for h in hops) + nbytes / min(h.bw_Bps for h in hops)
 
-    prefill = _step(m, shards, stages, net, prec, gpu, BatchStats.of([(isl, 0)] * batch), transfer_s(batch * isl))
-    decode = _step(m, shards, stages, net, prec, gpu, BatchStats.of([], [isl + 1] * batch), transfer_s(batch))
-    decode_total = 0.0
+    prefill_batch = BatchStats.of([(isl, 0)] * batch)
+    prefill = _step(m, shards, stages, net, prec, gpu, prefill_batch, transfer_s(batch * isl),
+                    host_s(rt, prefill_batch))
+    decode_host = host_s(rt, BatchStats.of([], [isl + 1] * batch))
+    decode = _step(m, shards, stages, net, prec, gpu, BatchStats.of([], [isl + 1] * batch), transfer_s(batch),
+                   decode_host)
+    decode_total, prev_gpu = 0.0, prefill["time_s"] - prefill["host_s"]
     for j in range(osl - 1):
         step = BatchStats.of([], [isl + 1 + j] * batch)
-        decode_total += sum(_time(st, net, step) for st in stages) + transfer_s(batch) * (pp - 1)
+        gpu_s = sum(_time(st, net, step) for st in stages) + transfer_s(batch) * (pp - 1)
+        decode_total += exposed_host_s(rt, decode_host, prev_gpu) + gpu_s
+        prev_gpu = gpu_s
     return {"model": m.name, "hardware": gpu.name, "topology": topo.name, "tp": tp, "pp": pp,
-            "precision": prec.__dict__, "batch": batch, "isl": isl, "osl": osl,
+            "runtime": rt.name, "precision": prec.__dict__, "batch": batch, "isl": isl, "osl": osl,
             "prefill": prefill, "decode": decode, "memory": _memory(m, shards, prec, gpu, batch, isl, osl),
             "request_latency_s": prefill["time_s"] + decode_total,
             "output_tokens_per_s": batch * osl / (prefill["time_s"] + decode_total)}

@@ -209,7 +209,8 @@ def test_estimate_prefill_equals_a_simulated_lone_request(tp, pp):
     """`simserve estimate` and the engine share the cost model and the idle-network collective
     times: a lone request's TTFT is the estimate's prefill time (float summation order: 1e-9)."""
     from simserve.estimate import estimate
-    est = estimate(model="llama-3.1-70b", hardware="h100", precision="fp8", tp=tp, pp=pp, isl=1500, osl=8)
+    est = estimate(model="llama-3.1-70b", hardware="h100", precision="fp8", tp=tp, pp=pp, isl=1500, osl=8,
+                   runtime="ideal")     # one_batch runs the ideal runtime
     r = one_batch("llama-3.1-70b", "h100-sxm", "dgx-h100", 1500, 8, precision={"weights": "fp8", "kv": "fp8"},
                   parallelism={"tp": tp, "pp": pp})
     assert r.requests.ttft_s[0] == pytest.approx(est["prefill"]["time_s"], rel=1e-9)

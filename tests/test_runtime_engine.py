@@ -66,3 +66,18 @@ def test_host_time_in_the_breakdown_and_on_its_own_timeline_track():
     ideal = simulate(lone("ideal", 200, 20, 4))
     assert "host" not in ideal.summary["time_breakdown"] and not (ideal.timeline.kind == "host").any()
     assert r.summary["e2e"]["mean"] > ideal.summary["e2e"]["mean"]
+
+
+@pytest.mark.parametrize("name", sorted(runtime_catalog()))
+def test_estimate_includes_the_runtime_like_the_engine(name):
+    """`simserve estimate --runtime` prices the same host time, graph padding and eager launches as
+    the engine: its prefill is a lone request's TTFT and its decode total the request's decode time
+    (float summation order: 1e-9)."""
+    from simserve.estimate import estimate
+    isl, osl = 400, 50
+    row = simulate(lone(name, isl, osl)).requests.iloc[0]
+    est = estimate(model="llama-3.1-8b", hardware="h100-sxm", isl=isl, osl=osl, runtime=name)
+    assert row.ttft_s == pytest.approx(est["prefill"]["time_s"], rel=1e-9)
+    decode_s = est["request_latency_s"] - est["prefill"]["time_s"]
+    assert row.tpot_s * (osl - 1) == pytest.approx(decode_s, rel=1e-9)
+    assert (est["prefill"]["host_s"] > 0) == (get_runtime(name).host.fixed_s > 0)

@@ -164,8 +164,9 @@ def closed_form(layout: Layout, base: dict, lengths: tuple[np.ndarray, np.ndarra
 
     prec = _precision(base)
     isl, osl = lengths
+    runtime = (base.get("engine") or {}).get("runtime")     # None: the config's default
     kw = dict(model=layout.model, hardware=layout.hardware, tp=layout.tp, pp=layout.pp,
-              precision=prec.weights, kv_precision=prec.kv)
+              precision=prec.weights, kv_precision=prec.kv, runtime=runtime)
     bounds = {}
     for metric in slo:
         if metric.startswith(("ttft", "tpot")):
