@@ -168,19 +168,22 @@ def graph_size(rt: Runtime, decode_seqs: int) -> int | None:
     return sizes[bisect.bisect_left(sizes, decode_seqs)]
 
 
-def graph_batch(rt: Runtime, batch: BatchStats) -> tuple[BatchStats, bool]:
+def graph_batch(rt: Runtime, batch: BatchStats, ranks: int = 1) -> tuple[BatchStats, bool]:
     """(the batch the kernels compute, whether it runs as a CUDA graph). Only decode-only batches
-    are graphed; padding adds token rows (GEMMs, norms, LM head, sampling) but no KV reads, as
-    padded slots point at no cache blocks (vLLM pads with PAD_SLOT_ID)."""
+    are graphed; padding adds token rows (GEMMs, norms, LM head, sampling, and in MoE models the
+    router and experts) but no KV reads, as padded slots point at no cache blocks (vLLM pads with
+    PAD_SLOT_ID). A batch split over `ranks` data-parallel attention ranks is padded on each rank to
+    the graph of the largest rank's share (vLLM pads every DP rank to the same token count,
+    vllm/forward_context.py DPMetadata)."""
     if batch.prefill_tokens or not batch.decode_tokens:
         return batch, False
-    size = graph_size(rt, batch.decode_tokens)
+    size = graph_size(rt, -(-batch.decode_tokens // ranks))
     if size is None:
         return batch, False
-    pad = size - batch.decode_tokens
+    pad = size * ranks - batch.decode_tokens
     if pad == 0:
         return batch, True
-    return replace(batch, decode_tokens=size, logits_tokens=batch.logits_tokens + pad), True
+    return replace(batch, decode_tokens=batch.decode_tokens + pad, logits_tokens=batch.logits_tokens + pad), True
 
 
 def eager_s(rt: Runtime, gpu_s: float, kernels: float) -> float:

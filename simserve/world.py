@@ -182,9 +182,10 @@ class _Planners:
     def __init__(self, cfg: SimConfig, model: ModelCard, gpu: Gpu, precision: Precision, shards: list[Shard],
                  moe_seed: np.random.SeedSequence):
         self.cfg, self.model, self.gpu, self.precision, self.shards = cfg, model, gpu, precision, shards
+        # as the runtime runs them: CUDA-graph padding of decode batches (dense and MoE), eager
+        # launches above the largest captured size (dense)
+        self.runtime = runtime = get_runtime(cfg.engine.runtime)
         if model.moe is None:
-            # as the runtime runs them: CUDA-graph padding of decode batches, eager launches above
-            runtime = get_runtime(cfg.engine.runtime)
             self.step_costs = [RuntimeStepCost(StepCost(model, shard, precision, gpu), runtime,
                                                gpu.efficiency.kernel_overhead_s) for shard in shards]
             return
@@ -212,7 +213,7 @@ class _Planners:
         share = place_experts(mc.placement, router.expected_popularity(), layout.ep, layout.redundant)
         return MoePlanner(model, shard, self.precision, self.gpu, gpus, layout, router, share,
                           allreduce=cfg.collectives.allreduce, alltoall=cfg.collectives.alltoall,
-                          dense_layers=layers.dense_layers, moe_layers=layers.moe_layers)
+                          dense_layers=layers.dense_layers, moe_layers=layers.moe_layers, runtime=self.runtime)
 
 
 def _kv_tokens(cfg: SimConfig, model: ModelCard, plans: list[MemoryPlan]) -> int:

@@ -81,3 +81,21 @@ def test_estimate_includes_the_runtime_like_the_engine(name):
     decode_s = est["request_latency_s"] - est["prefill"]["time_s"]
     assert row.tpot_s * (osl - 1) == pytest.approx(decode_s, rel=1e-9)
     assert (est["prefill"]["host_s"] > 0) == (get_runtime(name).host.fixed_s > 0)
+
+
+@pytest.mark.parametrize("parallelism", [{"ep": 1}, {"tp": 1, "ep": 2}])
+def test_moe_decode_of_9_is_planned_as_the_next_captured_size(parallelism):
+    """MoE stages run CUDA graphs too: a decode-only batch of 9 is planned (attention, router,
+    experts, all-to-all bytes) as 16 rows reading the 9 sequences' KV; with attention-DP over 2
+    ranks each rank pads its 5 to 8. The same routing stream on both sides, so the plans are equal."""
+    from simserve.world import build_world
+    base = {"model": "mixtral-8x7b", "precision": {"weights": "fp8", "kv": "fp8"}, "parallelism": parallelism,
+            "workload": {"lengths": {"isl": 300, "osl": 4}, "arrivals": {"process": "batch"}, "num_requests": 1}}
+    graphs = build_world({**base, "engine": {"runtime": "vllm-v1"}}).replicas[0].stages[0].planner
+    no_graphs = {"base": "vllm-v1", "cuda_graphs": {"enabled": False}}      # same fused quantisation
+    plain = build_world({**base, "engine": {"runtime": no_graphs}}).replicas[0].stages[0].planner
+    kv = 9 * 301.0
+    rows = 16 if parallelism["ep"] == 1 else 2 * 8
+    assert graphs.plan(BatchStats(decode_tokens=9, logits_tokens=9, decode_kv_tokens=kv)) == \
+        plain.plan(BatchStats(decode_tokens=rows, logits_tokens=rows, decode_kv_tokens=kv))
+    assert graphs.plan(BatchStats.of([(300, 0)])) == plain.plan(BatchStats.of([(300, 0)]))   # prefill: eager

@@ -22,6 +22,7 @@ from simserve.cost.moe import (ExpertCost, ExpertRouter, MoeLayout, dedup_ratio,
 from simserve.cost.operators import BatchStats, Precision, Shard
 from simserve.cost.step import StepCost
 from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Interleaved, IterationPlan, Layers
+from simserve.runtime import Runtime, graph_batch
 
 
 class DensePlanner:
@@ -79,8 +80,9 @@ class MoePlanner:
 
     def __init__(self, model: ModelCard, shard: Shard, precision: Precision, gpu: Gpu, gpus: tuple[int, ...],
                  layout: MoeLayout, router: ExpertRouter, share: np.ndarray, *, allreduce: str, alltoall: str,
-                 dense_layers: int, moe_layers: int):
+                 dense_layers: int, moe_layers: int, runtime: Runtime | None = None):
         self.gpus, self.layout, self.router, self.share = tuple(gpus), layout, router, share
+        self.runtime = runtime          # CUDA-graph padding of decode batches (None: no graphs)
         self.layers = dense_layers + moe_layers
         self.dense_layers, self.moe_layers = dense_layers, moe_layers
         self.allreduce_algo, self.alltoall_algo = allreduce, alltoall
@@ -113,6 +115,8 @@ class MoePlanner:
 
     def plan(self, stats: BatchStats) -> IterationPlan:
         lay = self.layout
+        if self.runtime is not None:
+            stats, _ = graph_batch(self.runtime, stats, lay.dp_attention)
         tokens = stats.tokens
         group = _scaled(stats, 1.0 / lay.dp_attention)
         tok = math.ceil(tokens / lay.dp_attention) * self.token_bytes
