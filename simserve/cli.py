@@ -211,11 +211,8 @@ def cmd_catalog(args) -> int:
                        "kv_heads": m.num_kv_heads, "moe": bool(m.moe), "max_context": m.max_context}
                    for n, m in model_catalog().items()},
     }
-    try:
-        from simserve.network.topology import topology_catalog
-        data["topologies"] = {n: getattr(t, "description", "") for n, t in topology_catalog().items()}
-    except ImportError:
-        data["topologies"] = {}
+    from simserve.network.topology import topology_catalog
+    data["topologies"] = {n: getattr(t, "description", "") for n, t in topology_catalog().items()}
     from simserve.collectives.allreduce import ALLREDUCE
     data["allreduce_algorithms"] = {n: ALLREDUCE.get(n).description for n in ALLREDUCE}
     data["extension_points"] = extension_points()
@@ -282,11 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module in ("simserve.comm.cli", "simserve.workload.cli",
                    "simserve.plots", "simserve.report", "simserve.tracing", "simserve.sweep",
                    "simserve.plan.cli", "simserve.profile.cli"):   # plot, report, trace (issue 7)
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(sub)
+        # every one ships with the package: an import error is a bug to see, not a command to hide
+        __import__(module, fromlist=["add_parser"]).add_parser(sub)
     return parser
 
 

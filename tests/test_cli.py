@@ -123,3 +123,13 @@ def test_out_must_be_empty_unless_force_which_clears_it(tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["run", str(cfg), "--out", str(out), "--quiet", "--force"]) == 0
     assert not (out / "plots").exists() and (out / "summary.json").is_file()   # the old run's plots are gone
+
+
+def test_every_documented_command_is_registered():
+    """The CLI contract (docs/architecture.md): a subcommand whose module failed to import must not
+    vanish silently from the parser."""
+    from simserve.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None))
+    for name in ("run", "sweep", "plan", "estimate", "collective", "profile", "catalog", "workload",
+                 "plot", "report", "trace"):
+        assert name in sub.choices, name
