@@ -108,7 +108,7 @@ def test_dgx_h100_port_is_450_line_370_effective():
 @pytest.mark.parametrize("hw, per_link_GBps", [("mi300x", 64.0), ("mi325x", 64.0), ("mi355x", 76.8)])
 def test_amd_mesh_has_seven_direct_links_per_gpu(hw, per_link_GBps):
     topo = build_topology(hw)
-    out_links = [l for l in topo.links if l.src == 0]
+    out_links = [l for l in topo.links if l.src == 0 and l.id not in topo.host_up]
     assert len(out_links) == 7 and all(l.kind == "xgmi" for l in out_links)
     assert all(l.line_bw_Bps == per_link_GBps * 1e9 for l in out_links)
     assert all(len(topo.path(0, d)) == 1 for d in range(1, 8))
@@ -152,3 +152,21 @@ def test_bad_topologies_fail_with_one_clear_line():
         build_topology("h100-sxm", name="mi300x-mesh")
     with pytest.raises(ConfigError, match="scale-out option"):
         build_topology("h100-sxm", nodes=2, spine_count=3)
+
+
+@pytest.mark.parametrize("name, nodes", [("dgx-h100", 2), ("mi325x-mesh", 1), ("pcie", 1)])
+def test_every_gpu_has_its_own_pcie_link_to_host_memory(name, nodes):
+    """KV swap runs over each GPU's PCIe x16 to its node's pinned host memory: one duplex link per
+    GPU at the line rate (hardware.yaml pcie_bw_Bps) times the efficiency measured for host copies
+    (cost.swap, 55 GB/s of 64 on an H200, simserve/catalog/profiles/h200/host_copies.csv)."""
+    from simserve.cost.swap import host_copy_fit
+    hw = "mi325x" if name.startswith("mi325x") else "h100-sxm"
+    topo = build_topology(hw, nodes=nodes, name=name)
+    assert len(topo.host_up) == len(topo.host_down) == topo.num_gpus
+    eff = host_copy_fit().efficiency
+    assert 0.8 < eff < 0.9                               # 55.2 / 64 measured
+    for g in range(topo.num_gpus):
+        up, down = topo.links[topo.host_up[g]], topo.links[topo.host_down[g]]
+        assert up.src == down.dst == g and up.kind == down.kind == "pcie"
+        assert topo.vertex_names[up.dst] == f"hostmem{topo.node_of(g)}"
+        assert up.bw_Bps == pytest.approx(topo.gpu.pcie_bw_Bps * eff)

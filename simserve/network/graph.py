@@ -68,6 +68,8 @@ class Topology:
     reduce_s_per_B: float = 0.0            # gamma; ~0: NCCL fuses the reduction into the copy (comm.md 1.2)
     up_port: tuple[int, ...] = ()          # GPU -> its NVSwitch port link id (nvswitch fabric)
     down_port: tuple[int, ...] = ()        # NVSwitch -> GPU port link id
+    host_up: tuple[int, ...] = ()          # GPU -> its node's pinned host memory over PCIe (KV swap)
+    host_down: tuple[int, ...] = ()        # host memory -> GPU
     _adjacent: Mapping[tuple[int, int], int] = field(default_factory=dict, repr=False, compare=False)
     # the library's protocol tables and the launch mode (collectives.protocols.CommModel)
     comm: object = field(default_factory=lambda: comm_model("nccl"), repr=False, compare=False)

@@ -144,6 +144,7 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
     if int(nodes) > 1:
         nic_Bps = scale_out_GBps * 1e9 if scale_out_GBps else gpu.nic_bw_Bps
         scale_out = wire_leaf_spine(graph, num_gpus, gpn, nic_Bps, so)
+    host_up, host_down = _wire_host_memory(graph, gpu, int(nodes), gpn)
     router = Router(gpn, routes, *scale_out)
     has_ports = len(up_port) == num_gpus
     links = graph.links
@@ -160,7 +161,25 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
         nvls_latency_s=spec.nvls_latency_us * 1e-6,
         up_port=tuple(up_port[g] for g in range(num_gpus)) if has_ports else (),
         down_port=tuple(down_port[g] for g in range(num_gpus)) if has_ports else (),
+        host_up=host_up, host_down=host_down,
         _adjacent=adjacent, comm=model)
+
+
+def _wire_host_memory(graph, gpu: Gpu, nodes: int, gpn: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Each GPU's own PCIe x16 link to its node's pinned host memory, at the line rate times the
+    efficiency measured for host copies (simserve.cost.swap), for KV swapped out and in. Wired last,
+    so the links of the fabric and the network keep their ids. Simplification: a PCIe switch that
+    two GPUs share on the way to the CPU (DGX) is not modelled; each GPU gets its full x16."""
+    from simserve.cost.swap import host_copy_fit
+    eff = host_copy_fit().efficiency
+    up, down = [], []
+    for node in range(nodes):
+        host = graph.vertex(f"hostmem{node}")
+        for g in range(node * gpn, (node + 1) * gpn):
+            a, b = graph.duplex(g, host, gpu.pcie_bw_Bps, eff, 0.0, "pcie")
+            up.append(a)
+            down.append(b)
+    return tuple(up), tuple(down)
 
 
 def _check_request(spec: TopologySpec, gpu: Gpu, nodes: int, gpn: int) -> None:
