@@ -254,7 +254,8 @@ def test_pure_fluid_idle_time_equals_the_simpy_network(topo, ranks, nbytes):
     # fast mode memoises the pure evaluation; it must be the SimPy network's answer, contention
     # (tree, one-shot on a switch, flat rings across nodes) included. Tolerance: float rounding.
     from simserve.collectives.select import candidates
-    from simserve.comm.player import compiled, idle_time, played_idle_time
+    from simserve.comm.compile import compiled, idle_time
+    from simserve.comm.player import played_idle_time
 
     for algo in candidates("allreduce", topo, tuple(ranks), nbytes):
         program = compiled(topo, "allreduce", algo, tuple(ranks), nbytes)

@@ -8,7 +8,7 @@ from simserve.collectives import check
 from simserve.collectives.allreduce import ALLREDUCE, AllReduceAlgorithm, schedule
 from simserve.collectives.schedule import transfer
 from simserve.comm.cache import BoundedMemo, CollectiveCache, cache_for
-from simserve.comm.communicator import collective_time
+from simserve.comm.tuner import collective_time
 from simserve.errors import ConfigError
 from simserve.network.topology import build_topology
 from simserve.simulation import simulate

@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from simserve.comm import collective_time
 from simserve.comm.cli import busbw_factor
-from simserve.comm.player import compiled
+from simserve.comm.compile import compiled
 from simserve.network import build_topology
 
 GiB, MiB, KiB = 2**30, 2**20, 2**10

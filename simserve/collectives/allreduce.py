@@ -128,7 +128,7 @@ def build_tree(ranks, nbytes, topo) -> Schedule:
     """NCCL's tree all-reduce: inside each node a chain from the node's head GPU; between nodes a
     binary tree over the heads, mirrored on every other channel (the double binary tree); reduce
     up, broadcast down. Channels: one per NIC across nodes (heads on different rails), two on
-    one node. Pipelined: played as one batch of flows after the chain's latency (comm.player)."""
+    one node. Pipelined: played as one batch of flows after the chain's latency (comm.compile, comm.pipeline)."""
     groups = by_node(ranks, topo)
     g = min(len(m) for m in groups)
     if len({len(m) for m in groups}) != 1:

@@ -80,8 +80,8 @@ def _setup(args):
 
 
 def measure(topo, op: str, algo: str, ranks, nbytes: float) -> dict:
-    from simserve.comm.communicator import collective_time
-    from simserve.comm.player import compiled
+    from simserve.comm.compile import compiled
+    from simserve.comm.tuner import collective_time
 
     time_s, used = collective_time(topo, op, algo, ranks, nbytes)
     program = compiled(topo, op, used, ranks, nbytes)
@@ -210,8 +210,8 @@ def explain(topo, op: str, ranks, nbytes: float) -> str:
     """What `auto` weighs (NCCL's tuner rule: least modelled time): every candidate algorithm in
     every protocol, on the idle network."""
     from simserve.collectives.select import candidates
-    from simserve.comm.communicator import collective_time
-    from simserve.comm.player import idle_time, protocol_options
+    from simserve.comm.compile import idle_time, protocol_options
+    from simserve.comm.tuner import collective_time
 
     _, chosen = collective_time(topo, op, "auto", ranks, nbytes)
     lines = [f"{op} of {nbytes:g} B over {len(ranks)} GPUs on {topo.nodes}x {topo.name} "

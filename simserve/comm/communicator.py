@@ -7,6 +7,11 @@ finds its links busy (active flows, or another replay in progress) is played flo
 `exact`. Either way the bytes it moves are added to the network's `bytes_by_kind`.
 A replay that traffic reaches before it ends turns back into played flows from where it stands
 (`comm.replay`), so `fast` equals `exact` also where groups share links.
+
+A dense stage's all-reduces sit between slices of compute (`lead_s` before each, `tail_s` after the
+last): the replay covers the whole pattern as one timeout, holding the links throughout, and traffic
+that reaches them in a compute slice or in a collective turns the rest back into the played pattern
+from where it stands, so `fast` plays the same interleaving as `exact`.
 """
 from __future__ import annotations
 
@@ -14,65 +19,15 @@ from collections import defaultdict
 
 import simpy
 
-from simserve.collectives.algorithms import ALGORITHMS
-from simserve.collectives.select import candidates
-from simserve.comm.cache import CollectiveCache, bind, cache_for
-from simserve.comm.player import compiled, idle_time, play
+from simserve.comm.cache import CollectiveCache, bind
+from simserve.comm.compile import compiled
+from simserve.comm.player import play
 from simserve.comm.replay import Replay
+from simserve.comm.tuner import collective_time, idle_s, resolve
 from simserve.errors import ConfigError
 from simserve.network.flows import Network
-from simserve.network.topology import Topology
 
 FIDELITIES = ("fast", "exact")
-
-
-def _idle(topology: Topology, op: str, algo: str, ranks, nbytes, matrix=None,
-          cache: CollectiveCache | None = None) -> float:
-    cache = cache or cache_for(topology)
-    key = (op, algo, tuple(ranks), nbytes, None if matrix is None else tuple(map(tuple, matrix)))
-    memo = cache.table("idle_time")
-    found = memo.get(key)
-    if found is None:
-        found = idle_time(topology, compiled(topology, op, algo, ranks, nbytes, matrix, cache), cache)
-        memo[key] = found
-    return found
-
-
-def choose_algorithm(topology: Topology, op: str, ranks, nbytes: float, matrix=None,
-                     cache: CollectiveCache | None = None) -> str:
-    """`auto`: the candidate with the least idle-network time (NCCL's tuner rule, comm.md 1.3)."""
-    cache = cache or cache_for(topology)
-    key = (op, tuple(ranks), nbytes, None if matrix is None else tuple(map(tuple, matrix)))
-    memo = cache.table("auto")
-    found = memo.get(key)
-    if found is None:
-        options = candidates(op, topology, ranks, nbytes)
-        found = min(options, key=lambda a: (_idle(topology, op, a, ranks, nbytes, matrix, cache),
-                                            options.index(a)))
-        memo[key] = found
-    return found
-
-
-def resolve(topology: Topology, op: str, algo: str, ranks, nbytes: float, matrix=None,
-            cache: CollectiveCache | None = None) -> str:
-    if op not in ALGORITHMS:
-        raise ConfigError(f"unknown collective op {op!r}; choose one of {', '.join(ALGORITHMS)}")
-    if algo == "auto":
-        return choose_algorithm(topology, op, ranks, nbytes, matrix, cache)
-    if algo not in ALGORITHMS[op]:
-        raise ConfigError(f"unknown {op} algorithm {algo!r}; choose one of "
-                          f"{', '.join(ALGORITHMS[op])} or auto")
-    return algo
-
-
-def collective_time(topology: Topology, op: str, algo: str, ranks, nbytes: float,
-                    matrix=None, cache: CollectiveCache | None = None) -> tuple[float, str]:
-    """(seconds on an idle network, algorithm actually used). Pure analysis; memoised in `cache`
-    (default: the cache bound to this topology, i.e. the run's when a Communicator exists)."""
-    cache = cache or cache_for(topology)
-    chosen = resolve(topology, op, algo, ranks, nbytes, matrix, cache)
-    program = compiled(topology, op, chosen, ranks, nbytes, matrix, cache)
-    return _idle(topology, op, chosen, ranks, nbytes, matrix, cache), program.algorithm
 
 
 class Communicator:
@@ -100,52 +55,73 @@ class Communicator:
         """The compiled program of a concrete algorithm, from this run's cache."""
         return compiled(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
 
-    def _replay(self, program, chosen, ranks, nbytes, matrix, remaining):
-        """Replay `remaining` repetitions; returns how many are still to run (0 unless disturbed)."""
-        duration_s = _idle(self.topology, program.op, chosen, ranks, nbytes, matrix, self.cache)
-        program.account(self.network, remaining)
-        replay = Replay(self.env, self.network, program, duration_s, remaining)
-        yield self.env.timeout(duration_s * remaining) | replay.interrupted
-        if not replay.interrupted.triggered:
-            replay.release()
-            self.replayed += remaining
-            return 0
-        done, event, extra_s, next_phase = replay.interrupted.value
-        yield event
-        if extra_s:
-            yield self.env.timeout(extra_s)
-        yield from play(self.env, self.network, program, next_phase, launch=False)
-        self.replayed += done
-        self.played += 1
-        return remaining - done - 1
-
     @property
     def bytes_by_kind(self) -> dict[str, float]:
         return self.network.bytes_by_kind
 
-    def run(self, op: str, ranks, nbytes: float, algo: str = "auto", count: int = 1, matrix=None):
-        """SimPy process body (`yield from comm.run(...)`): `count` back-to-back collectives.
-        Returns (algorithm used, total duration in seconds). In `fast`, a collective that starts on
-        idle links replays the memoised duration for itself and every one after it (one event)."""
-        start_s = self.env.now
+    def run(self, op: str, ranks, nbytes: float, algo: str = "auto", count: int = 1, matrix=None,
+            lead_s: float = 0.0, tail_s: float = 0.0):
+        """SimPy process body (`yield from comm.run(...)`): `count` collectives, each after `lead_s`
+        of compute, then `tail_s` of compute. Returns (algorithm used, seconds spent in the
+        collectives). In `fast`, a collective that starts on idle links replays the memoised
+        pattern for itself and every one after it (one event)."""
         ranks = tuple(ranks)
         if count <= 0 or len(ranks) <= 1 and op != "sendrecv":
+            if count * lead_s + tail_s > 0:
+                yield self.env.timeout(max(count, 0) * lead_s + tail_s)
             return (algo if algo != "auto" else "none"), 0.0
         chosen = resolve(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
         program = compiled(self.topology, op, chosen, ranks, nbytes, matrix, self.cache)
-        remaining = count
-        while remaining:
-            # each collective is checked when it starts: while other traffic is on its links it is
-            # played flow by flow; the first that finds them idle replays itself and the rest, and
-            # turns back into flows if traffic reaches its links before it ends (comm.replay)
-            if self.fidelity == "fast" and not self.network.busy(program.links):
-                remaining = yield from self._replay(program, chosen, ranks, nbytes, matrix, remaining)
-            else:
-                yield from play(self.env, self.network, program)
-                self.played += 1
-                remaining -= 1
-        elapsed_s = self.env.now - start_s
-        self.time_by_op[op] += elapsed_s
+        duration_s = idle_s(self.topology, op, chosen, ranks, nbytes, matrix, self.cache)
+        spent_s = yield from self.execute(program, duration_s, count, lead_s, tail_s)
+        self.time_by_op[op] += spent_s
         self.calls_by_op[op] += count
         self.algorithms_used[(op, program.algorithm)] += count
-        return program.algorithm, elapsed_s
+        return program.algorithm, spent_s
+
+    def execute(self, program, duration_s: float, count: int = 1, lead_s: float = 0.0, tail_s: float = 0.0):
+        """SimPy process body: play or replay a compiled program `count` times (`duration_s`: its
+        idle-network time), each after `lead_s` of compute, then `tail_s`; returns the seconds spent
+        in the collectives."""
+        env, network = self.env, self.network
+        remaining, lead_done, spent_s = count, False, 0.0
+        while remaining:
+            # checked when a slice or a collective starts: while other traffic is on its links the
+            # collective is played flow by flow; once they are idle the rest of the pattern is
+            # replayed, and turns back into flows if traffic reaches its links (comm.replay)
+            if self.fidelity == "fast" and not network.busy(program.links):
+                remaining, lead_done, replay_s = yield from self._replay(
+                    program, duration_s, remaining, lead_s, tail_s, lead_done)
+                spent_s += replay_s
+            elif lead_s and not lead_done:
+                yield env.timeout(lead_s)
+                lead_done = True
+            else:
+                spent_s += yield from play(env, network, program)
+                self.played += 1
+                remaining, lead_done = remaining - 1, False
+        if tail_s and not lead_done:
+            yield env.timeout(tail_s)
+        return spent_s
+
+    def _replay(self, program, duration_s, remaining, lead_s, tail_s, lead_done):
+        """Replay the rest of the pattern; returns (collectives still to run, whether the compute
+        slice before the next one (or the tail) is done, seconds spent in collectives)."""
+        env = self.env
+        program.account(self.network, remaining)
+        replay = Replay(env, self.network, program, duration_s, remaining, lead_s, tail_s, lead_done)
+        yield env.timeout(replay.end_s - env.now) | replay.interrupted
+        if not replay.interrupted.triggered:
+            replay.release()
+            self.replayed += remaining
+            return 0, True, duration_s * remaining
+        done, event, extra_s, next_phase = replay.interrupted.value
+        yield event
+        self.replayed += done
+        if next_phase is None:                 # stopped in a compute slice: collective `done` is next
+            return remaining - done, True, duration_s * done
+        if extra_s:
+            yield env.timeout(extra_s)
+        yield from play(env, self.network, program, next_phase, launch=False)
+        self.played += 1
+        return remaining - done - 1, False, duration_s * done + env.now - replay.collective_start_s(done)

@@ -26,7 +26,7 @@ from simserve.network.fluid import idle_phase_s
 
 def _shape(topology, op, algo, ranks, family, proto):
     """(edges [(links, unit bytes)], critical-path step latency, unit bytes by kind, links, notes)."""
-    from simserve.comm.player import facts
+    from simserve.comm.compile import facts
     schedule = algorithms.build(op, algo, ranks, 1.0, facts(topology))
     model = topology.comm
     multinode = len({topology.node_of(r) for r in ranks}) > 1

@@ -1,13 +1,15 @@
 """A replayed collective that turns back into played flows when other traffic reaches its links.
 
 `fast` replays a collective whose links are idle as one timeout of its idle-network duration
-(count times over for back-to-back repeats). While it runs, the network holds its links for it
-(`Network.hold`). When a transfer is about to start on one of them, the network calls
-`materialise()` first: the replay works out where the played collective would stand at this
-instant on its idle links (repetition, phase, each flow's remaining latency and bytes, by the same
-fluid model: `fluid.phase_state`), undoes the byte accounting of what has not happened yet, injects
-the unfinished flows into the network and hands the Communicator the rest to play. From then on
-the collective and the newcomer share the links exactly as in `exact`, so `fast` equals `exact`.
+(count times over for back-to-back repeats, each after `lead_s` of compute, with `tail_s` of compute
+after the last: a dense stage's all-reduces between its layers' compute). While it runs, the
+network holds its links for it (`Network.hold`). When a transfer is about to start on one of them,
+the network calls `materialise()` first: the replay works out where the played pattern would stand
+at this instant on its idle links (repetition; in a compute slice, or in the collective's phase
+with each flow's remaining latency and bytes, by the same fluid model: `fluid.phase_state`),
+undoes the byte accounting of what has not happened yet, injects the unfinished flows into the
+network and hands the Communicator the rest to play. From then on the collective and the newcomer
+share the links exactly as in `exact`, so `fast` equals `exact`.
 """
 from __future__ import annotations
 
@@ -15,13 +17,20 @@ from simserve.network.fluid import idle_phase_s, phase_state
 
 
 class Replay:
-    def __init__(self, env, network, program, duration_s: float, count: int):
+    def __init__(self, env, network, program, duration_s: float, count: int, lead_s: float = 0.0,
+                 tail_s: float = 0.0, lead_done: bool = False):
         self.env, self.network, self.program = env, network, program
-        self.duration_s, self.count = duration_s, count
-        self.start_s = env.now
-        self.end_s = env.now + duration_s * count
-        self.interrupted = env.event()       # value: (repetitions done, event, extra_s, next phase)
+        self.duration_s, self.count, self.lead_s = duration_s, count, lead_s
+        self.period_s = lead_s + duration_s
+        # a pattern whose first compute slice is already done starts, in effect, one slice ago
+        self.start_s = env.now - (lead_s if lead_done else 0.0)
+        self.end_s = self.start_s + self.period_s * count + tail_s
+        self.interrupted = env.event()   # value: (repetitions done, event, extra_s, next phase or None)
         network.hold(self, program.links)
+
+    def collective_start_s(self, k: int) -> float:
+        """When the k-th collective of the pattern starts."""
+        return self.start_s + k * self.period_s + self.lead_s
 
     def release(self) -> None:
         self.network.release(self, self.program.links)
@@ -33,9 +42,13 @@ class Replay:
         if now >= self.end_s or self.interrupted.triggered:
             return                                     # finishing this instant: nothing to share
         offset = now - self.start_s
-        done = min(int(offset // self.duration_s), self.count - 1) if self.duration_s > 0 else 0
-        within = offset - done * self.duration_s
+        done = min(int(offset // self.period_s), self.count) if self.period_s > 0 else 0
+        within = offset - done * self.period_s - self.lead_s
         program.account(network, -(self.count - done))   # the replay had accounted every repetition
+        if done == self.count or within < 0:             # in a compute slice: collective `done` is next
+            next_s = self.end_s if done == self.count else self.collective_start_s(done)
+            self.interrupted.succeed((done, env.timeout(max(next_s - now, 0.0)), 0.0, None))
+            return
         self.interrupted.succeed((done,) + self._resume(within))
 
     def _resume(self, within: float):

@@ -1,8 +1,9 @@
 """Play an iteration plan on the shared SimPy network (layer 2): one executor for every stage kind.
 
-Compute and expert steps hold the stage's GPUs for their seconds; collectives go to the
-Communicator (which replays a collective whose links are idle in `fast` and plays it flow by flow
-otherwise); an all-to-all, compiled per iteration, is replayed or played by the same rule. The
+Compute and expert steps hold the stage's GPUs for their seconds; collectives, and the compute
+slices between interleaved ones, go to the Communicator (which replays a pattern whose links are
+idle in `fast`, plays it flow by flow otherwise, and turns a replay that traffic reaches back into
+flows); an all-to-all, compiled per iteration, goes through the same mechanism. The
 `fast` decision for a whole stage (price the plan in closed form because its links are its own) is
 taken once, by the Stage, from the placement; this module plays what is not priced.
 
@@ -12,7 +13,6 @@ combine).
 """
 from __future__ import annotations
 
-from simserve.comm.player import play as play_program
 from simserve.iteration.price import IdleNetwork, straggler_s
 from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan
 
@@ -60,18 +60,24 @@ class Executor:
         return compute - wait, spent["allreduce"], spent["allgather"], spent["alltoall"] + wait, host
 
     def _interleaved(self, step: Interleaved, spent: dict):
+        """Compute cut into count + 1 equal slices with one collective between each two. One group:
+        the Communicator plays the pattern (in `fast`, replayed as one timeout while its links are
+        idle, and turned back into the played pattern where traffic reaches them)."""
         env, coll = self.env, step.collective
-        if self.fidelity == "exact" and coll.count:
-            slice_s = step.seconds / (coll.count + 1)
-            one = Collective(coll.op, coll.groups, coll.nbytes, coll.algorithm, 1)
-            for _ in range(coll.count):
-                yield env.timeout(slice_s)
-                yield from self._collective(one, spent)
-            yield env.timeout(slice_s)
-        else:
+        if not coll.count or not coll.nbytes:
             yield env.timeout(step.seconds)
-            if coll.count and coll.nbytes:
-                yield from self._collective(coll, spent)
+            return
+        slice_s = step.seconds / (coll.count + 1)
+        if len(coll.groups) == 1:
+            _, spent_s = yield from self.comm.run(coll.op, coll.groups[0], coll.nbytes, algo=coll.algorithm,
+                                                  count=coll.count, lead_s=slice_s, tail_s=slice_s)
+            spent[coll.op] += spent_s
+            return
+        one = Collective(coll.op, coll.groups, coll.nbytes, coll.algorithm, 1)
+        for _ in range(coll.count):
+            yield env.timeout(slice_s)
+            yield from self._collective(one, spent)
+        yield env.timeout(slice_s)
 
     def _collective(self, step: Collective, spent: dict):
         env, comm = self.env, self.comm
@@ -87,17 +93,12 @@ class Executor:
         spent[step.op] += env.now - t0
 
     def _alltoall(self, program, spent: dict):
-        env, network = self.env, self.comm.network
-        t0 = env.now
-        if self.fidelity == "fast" and not network.busy(program.links):
-            duration = self.idle.program_s(program)
-            program.account(network)
-            network.reserve(program.links, env.now + duration)
-            yield env.timeout(duration)
-        else:
-            yield from play_program(env, network, program)
+        """Played or replayed by the Communicator's rule, so a replay that traffic reaches turns back
+        into flows (`fast` equals `exact` where all-to-alls share links)."""
+        t0 = self.env.now
+        yield from self.comm.execute(program, self.idle.program_s(program))
         self.count("alltoall", program.algorithm, 1)
-        spent["alltoall"] += env.now - t0
+        spent["alltoall"] += self.env.now - t0
 
     def charge(self, charges, iterations: int = 1) -> None:
         """Account the bytes and calls of priced (not played) iterations."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simserve.collectives import algorithms
-from simserve.comm.communicator import collective_time
-from simserve.comm.player import compile_schedule, compiled, facts
+from simserve.comm.compile import compile_schedule, compiled, facts
+from simserve.comm.tuner import collective_time
 from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan
 from simserve.network.fluid import idle_phase_s
 

@@ -40,8 +40,8 @@ class Collective:
 class Interleaved:
     """`seconds` of compute with `collective.count` collectives spaced evenly through it (one at
     each layer boundary of a dense stage: the Megatron all-reduces after attention and FFN).
-    Played exactly, compute is cut into count + 1 equal slices around them; in `fast` the
-    collectives follow the compute back to back (one Communicator call)."""
+    Played, compute is cut into count + 1 equal slices around them, in both fidelities (`fast`
+    replays the whole pattern as one timeout while its links are idle: Communicator.execute)."""
     seconds: float
     collective: Collective
 
