@@ -246,6 +246,8 @@ class SimConfig(Strict):
                                  f"layout is disaggregation.prefill.{key} / disaggregation.decode.{key}")
         if par.placement is not None:
             raise ValueError("parallelism.placement: pools are placed in order with disaggregation")
+        if par.cp != 1:
+            raise ValueError(f"parallelism.cp={par.cp}: context-parallel pools are not modelled yet")
         if self.scheduler.policy == "static":
             raise ValueError("scheduler.policy=static: a disaggregated decode pool batches continuously")
         return self

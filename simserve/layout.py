@@ -8,8 +8,9 @@ from simserve.errors import ConfigError
 
 
 def _cp_supported(cfg: SimConfig, model: ModelCard) -> None:
-    if cfg.parallelism.cp != 1:
-        raise ConfigError(f"parallelism.cp={cfg.parallelism.cp} is not yet supported")
+    if cfg.parallelism.cp != 1 and model.moe is not None:
+        raise ConfigError(f"parallelism.cp={cfg.parallelism.cp}: context parallelism of mixture-of-experts "
+                          f"models is not modelled yet ({model.name})")
 
 
 def _ep_needs_moe(cfg: SimConfig, model: ModelCard) -> None:

@@ -77,7 +77,7 @@ def summarize(world: World) -> Result:
         "events": int(world.env.events_scheduled),
         "wall_time_s": 0.0,
         "model": world.model.name, "hardware": world.gpu.name, "topology": world.topology.name,
-        "layout": {"tp": par.tp, "pp": par.pp, "dp": par.dp, "ep": par.ep},
+        "layout": {"tp": par.tp, "pp": par.pp, "dp": par.dp, "ep": par.ep} | ({"cp": par.cp} if par.cp > 1 else {}),
         "num_gpus": num_gpus,
         "collectives": collectives,
         "stages": stage_rows,

@@ -25,6 +25,7 @@ from simserve.engine.stage import Stage
 from simserve.engine.timeline import Timeline
 from simserve.errors import CapacityError
 from simserve.iteration.build import DensePlanner, MoePlanner
+from simserve.iteration.context import ContextParallelPlanner
 from simserve.kvcache import BlockManager
 from simserve.layout import check_layout
 from simserve.network.flows import Network
@@ -200,6 +201,9 @@ class _Planners:
 
     def planner(self, r: int, s: int, gpus: tuple[int, ...]):
         cfg, model, shard = self.cfg, self.model, self.shards[s]
+        if model.moe is None and cfg.parallelism.cp > 1:
+            return ContextParallelPlanner(model, shard, self.precision, self.gpu, gpus, cfg.parallelism.cp,
+                                          cfg.collectives.allreduce, self.step_costs[s])
         if model.moe is None:
             return DensePlanner(model, shard, self.precision, self.gpu, gpus, cfg.collectives.allreduce,
                                 self.step_costs[s])
@@ -220,7 +224,8 @@ def _kv_tokens(cfg: SimConfig, model: ModelCard, plans: list[MemoryPlan]) -> int
     """KV tokens a replica can hold: every stage holds KV for its layers, so the smallest stage
     decides; MoE attention groups each cache their own sequences, so their pools add up."""
     tokens = min(p.kv_capacity_tokens for p in plans)
-    return tokens * moe_layout(cfg).dp_attention if model.moe is not None else tokens
+    # MoE attention groups and context-parallel ranks each hold their own share of the KV
+    return tokens * moe_layout(cfg).dp_attention if model.moe is not None else tokens * cfg.parallelism.cp
 
 
 def make_requests(cfg: SimConfig, model: ModelCard, workload_seed) -> tuple[list[Request], dict]:
@@ -242,7 +247,7 @@ def build_world(config=None, overrides=()) -> World:
     check_layout(cfg, model)
     par = cfg.parallelism
     topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch)
-    group = moe_layout(cfg).gpus if model.moe is not None else par.tp     # GPUs per replica stage
+    group = moe_layout(cfg).gpus if model.moe is not None else par.tp * par.cp     # GPUs per replica stage
     placement = place(group, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
     precision = pool_precision(cfg)
     shards = stage_shards(cfg, model, gpu, precision)

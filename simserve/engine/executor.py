@@ -14,7 +14,7 @@ combine).
 from __future__ import annotations
 
 from simserve.iteration.price import IdleNetwork, straggler_s
-from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan
+from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan, RingPass
 
 COMM_KINDS = ("allreduce", "allgather", "alltoall")
 
@@ -52,6 +52,8 @@ class Executor:
             elif isinstance(step, Host):
                 yield env.timeout(step.seconds)
                 host += step.seconds
+            elif isinstance(step, RingPass):
+                yield from self._ring(step, spent)
         compute = env.now - start
         for kind in COMM_KINDS:
             compute -= spent[kind]
@@ -92,13 +94,37 @@ class Executor:
                                   for g in step.groups])
         spent[step.op] += env.now - t0
 
-    def _alltoall(self, program, spent: dict):
-        """Played or replayed by the Communicator's rule, so a replay that traffic reaches turns back
-        into flows (`fast` equals `exact` where all-to-alls share links)."""
+    def _alltoall(self, program, spent: dict, times: int = 1):
+        """`times` back-to-back all-to-alls, played or replayed by the Communicator's rule, so a
+        replay that traffic reaches turns back into flows (`fast` equals `exact` where all-to-alls
+        share links)."""
         t0 = self.env.now
-        yield from self.comm.execute(program, self.idle.program_s(program))
-        self.count("alltoall", program.algorithm, 1)
+        yield from self.comm.execute(program, self.idle.program_s(program), times)
+        self.count("alltoall", program.algorithm, times)
         spent["alltoall"] += self.env.now - t0
+
+    def _ring(self, step: RingPass, spent: dict):
+        """Ring attention: each K/V pass runs beside the block compute it overlaps; only what the
+        compute does not hide is booked as all-to-all. `exact` plays every layer's every pass; `fast`
+        plays the passes back to back beside the blocks' compute (equal on an idle network, as all
+        passes of a plan are the same)."""
+        env = self.env
+        program = self.idle.alltoall(step.transfer)[1]
+        scratch = {"alltoall": 0.0}
+        t0 = env.now
+        if self.fidelity == "exact":
+            for _ in range(step.count):
+                for _ in range(step.steps):
+                    yield env.all_of([env.timeout(step.compute_s), env.process(self._alltoall(program, scratch))])
+                yield env.timeout(step.compute_s)
+        elif step.steps:
+            passes = step.count * step.steps
+            yield env.all_of([env.timeout(passes * step.compute_s),
+                              env.process(self._alltoall(program, scratch, passes))])
+            yield env.timeout(step.count * step.compute_s)
+        else:
+            yield env.timeout(step.count * step.compute_s)
+        spent["alltoall"] += env.now - t0 - step.count * (step.steps + 1) * step.compute_s
 
     def charge(self, charges, iterations: int = 1) -> None:
         """Account the bytes and calls of priced (not played) iterations."""

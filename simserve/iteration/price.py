@@ -15,7 +15,7 @@ import numpy as np
 from simserve.collectives import algorithms
 from simserve.comm.compile import compile_schedule, compiled, facts
 from simserve.comm.tuner import collective_time
-from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan
+from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan, RingPass
 from simserve.network.fluid import idle_phase_s
 
 KINDS = ("compute", "straggler", "allreduce", "allgather", "alltoall", "host")
@@ -76,6 +76,7 @@ def _tally(plan: IterationPlan):
     collectives: dict = {}
     alltoalls: dict = {}
     experts: list = []
+    rings: list = []
     host = 0.0
     for step, times in plan.flat():
         if isinstance(step, Compute):
@@ -93,12 +94,14 @@ def _tally(plan: IterationPlan):
             experts.append((step, times))
         elif isinstance(step, Host):
             host += times * step.seconds
-    return compute, collectives, alltoalls, experts, host
+        elif isinstance(step, RingPass):
+            rings.append((step, times))
+    return compute, collectives, alltoalls, experts, host, rings
 
 
 def price(plan: IterationPlan, network: IdleNetwork) -> Price:
     """Seconds per kind and the byte charges of one iteration on an idle network."""
-    compute, collectives, alltoalls, experts, host = _tally(plan)
+    compute, collectives, alltoalls, experts, host, rings = _tally(plan)
     out = Price()
     s = out.seconds
     for (_, seconds), times in compute.items():
@@ -119,8 +122,20 @@ def price(plan: IterationPlan, network: IdleNetwork) -> Price:
         t, program = network.alltoall(step)
         s["alltoall"] += t * times
         out.charges.append((program, times))
+    for ring, times in rings:
+        exposed_s, program = ring_exposed_s(ring, network)
+        uses = times * ring.count
+        s["compute"] += uses * (ring.steps + 1) * ring.compute_s
+        s["alltoall"] += uses * exposed_s           # the K/V passes compute did not hide
+        out.charges.append((program, uses * ring.steps))
     s["host"] += host
     return out
+
+
+def ring_exposed_s(ring: RingPass, network: IdleNetwork):
+    """(exposed seconds of one layer's K/V passes, compiled pass): steps x max(0, pass - block compute)."""
+    t, program = network.alltoall(ring.transfer)
+    return ring.steps * max(0.0, t - ring.compute_s), program
 
 
 def straggler_s(plan: IterationPlan) -> float:

@@ -66,12 +66,26 @@ class Experts:
 
 
 @dataclass(frozen=True)
+class RingPass:
+    """Ring attention, pass-KV (context parallelism), over `count` layers: each layer's attention
+    runs `steps + 1` blocks of `compute_s` on every CP rank; while a rank computes on the K/V block
+    it holds, it sends that block to the next rank (`transfer`, a neighbour permutation as an
+    all-to-all matrix) and receives the next one. A layer therefore takes
+    compute_s + steps * max(compute_s, transfer time): transfers hide under compute when a block's
+    compute outlasts its transfer."""
+    compute_s: float
+    transfer: AllToAll
+    steps: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Host:
     """CPU work the GPU waits for (scheduling, input preparation, sampling)."""
     seconds: float
 
 
-Step = Union[Compute, Collective, Interleaved, AllToAll, Experts, Host]
+Step = Union[Compute, Collective, Interleaved, AllToAll, Experts, RingPass, Host]
 
 
 @dataclass(frozen=True)
@@ -135,4 +149,7 @@ def _line(step: Step) -> str:
         return f"alltoall {step.key} {sum(map(sum, step.matrix)):.0f} B over {len(step.group)} GPUs"
     if isinstance(step, Experts):
         return f"experts slowest {step.slowest_s * 1e6:.2f} us, mean {step.mean_s * 1e6:.2f} us"
+    if isinstance(step, RingPass):
+        return (f"ring attention x{step.count} layers: {step.steps + 1} blocks of {step.compute_s * 1e6:.2f} us, "
+                f"{step.steps} K/V passes of {max(max(r) for r in step.transfer.matrix):.0f} B")
     return f"host {step.seconds * 1e6:.2f} us"
