@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 STUDIES = ("study1_parallelism_dense", "study2_comm_patterns", "study3_multinode_allreduce",
-           "study4_scaling_knee", "study5_survey_techniques", "study6_accuracy")
+           "study4_scaling_knee", "study5_survey_techniques", "cp_longcontext", "study6_accuracy")
 
 
 def main() -> int:

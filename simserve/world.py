@@ -113,7 +113,9 @@ def plan_memory(cfg: SimConfig, model: ModelCard, gpu: Gpu, shards: list[Shard],
                 precision: Precision) -> list[MemoryPlan]:
     """One plan per stage; a layout that does not fit says which stage and by how much."""
     caps = dict(gpu_memory_utilization=cfg.engine.gpu_memory_utilization, reserved_bytes=cfg.engine.reserved_GiB * GiB,
-                max_tokens=cfg.scheduler.max_batched_tokens, max_seqs=cfg.scheduler.max_batch_size)
+                # a context-parallel rank holds 1/cp of an iteration's prompt tokens
+                max_tokens=-(-cfg.scheduler.max_batched_tokens // cfg.parallelism.cp),
+                max_seqs=cfg.scheduler.max_batch_size)
     moe = model.moe is not None
     stages = StageLayers.split(model, tuple(sh.num_layers for sh in shards)) if moe else [None] * len(shards)
     plans = []

@@ -13,7 +13,7 @@ import pytest
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 RESULTS = EXPERIMENTS / "results"
 STUDIES = ("study1_parallelism_dense", "study2_comm_patterns", "study3_multinode_allreduce",
-           "study4_scaling_knee", "study5_survey_techniques")
+           "study4_scaling_knee", "study5_survey_techniques", "cp_longcontext")
 sys.path.insert(0, str(EXPERIMENTS))
 findings = importlib.import_module("findings")
 
