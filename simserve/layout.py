@@ -13,6 +13,12 @@ def _cp_supported(cfg: SimConfig, model: ModelCard) -> None:
                           f"models is not modelled yet ({model.name})")
 
 
+def _tp_comm_dense(cfg: SimConfig, model: ModelCard) -> None:
+    if cfg.engine.overlap == "tp_comm" and model.moe is not None:
+        raise ConfigError(f"engine.overlap=tp_comm: two-batch overlap of MoE stages (all-to-all under "
+                          f"compute) is not modelled yet ({model.name})")
+
+
 def _ep_needs_moe(cfg: SimConfig, model: ModelCard) -> None:
     if model.moe is None and cfg.parallelism.ep != 1:
         raise ConfigError(f"parallelism.ep={cfg.parallelism.ep} needs a mixture-of-experts model; "
@@ -69,7 +75,7 @@ def _tp_divides_experts(cfg: SimConfig, model: ModelCard) -> None:
         raise ConfigError(f"tp={par.tp} does not divide {model.name}'s shared-expert width")
 
 
-RULES = (_cp_supported, _ep_needs_moe, _tp_divides_heads, _tp_divides_ffn, _moe_stage_split, _ep_multiple_of_tp,
+RULES = (_cp_supported, _tp_comm_dense, _ep_needs_moe, _tp_divides_heads, _tp_divides_ffn, _moe_stage_split, _ep_multiple_of_tp,
          _ep_divides_experts, _tp_divides_experts)
 
 

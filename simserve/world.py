@@ -26,6 +26,7 @@ from simserve.engine.timeline import Timeline
 from simserve.errors import CapacityError
 from simserve.iteration.build import DensePlanner, MoePlanner
 from simserve.iteration.context import ContextParallelPlanner
+from simserve.iteration.overlap import OverlapPlanner
 from simserve.kvcache import BlockManager
 from simserve.layout import check_layout
 from simserve.network.flows import Network
@@ -206,6 +207,9 @@ class _Planners:
         if model.moe is None and cfg.parallelism.cp > 1:
             return ContextParallelPlanner(model, shard, self.precision, self.gpu, gpus, cfg.parallelism.cp,
                                           cfg.collectives.allreduce, self.step_costs[s])
+        if model.moe is None and cfg.engine.overlap == "tp_comm":
+            return OverlapPlanner(model, shard, self.precision, self.gpu, gpus, cfg.collectives.allreduce,
+                                  self.step_costs[s])
         if model.moe is None:
             return DensePlanner(model, shard, self.precision, self.gpu, gpus, cfg.collectives.allreduce,
                                 self.step_costs[s])

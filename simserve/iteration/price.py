@@ -15,7 +15,8 @@ import numpy as np
 from simserve.collectives import algorithms
 from simserve.comm.compile import compile_schedule, compiled, facts
 from simserve.comm.tuner import collective_time
-from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan, RingPass
+from simserve.iteration.overlap import two_batch_s
+from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan, RingPass, TwoBatch
 from simserve.network.fluid import idle_phase_s
 
 KINDS = ("compute", "straggler", "allreduce", "allgather", "alltoall", "host")
@@ -94,7 +95,7 @@ def _tally(plan: IterationPlan):
             experts.append((step, times))
         elif isinstance(step, Host):
             host += times * step.seconds
-        elif isinstance(step, RingPass):
+        elif isinstance(step, (RingPass, TwoBatch)):
             rings.append((step, times))
     return compute, collectives, alltoalls, experts, host, rings
 
@@ -123,6 +124,9 @@ def price(plan: IterationPlan, network: IdleNetwork) -> Price:
         s["alltoall"] += t * times
         out.charges.append((program, times))
     for ring, times in rings:
+        if isinstance(ring, TwoBatch):
+            _two_batch(ring, times, network, out)
+            continue
         exposed_s, program = ring_exposed_s(ring, network)
         uses = times * ring.count
         s["compute"] += uses * (ring.steps + 1) * ring.compute_s
@@ -130,6 +134,16 @@ def price(plan: IterationPlan, network: IdleNetwork) -> Price:
         out.charges.append((program, uses * ring.steps))
     s["host"] += host
     return out
+
+
+def _two_batch(step: TwoBatch, times: int, network: IdleNetwork, out: Price) -> None:
+    """Two interleaved halves: compute is both halves' compute; the rest is exposed collective time."""
+    coll = step.collective
+    t, program = network.collective(coll.op, coll.algorithm, coll.groups[0], coll.nbytes)
+    total = two_batch_s(step.compute_s / (coll.count + 1), t, coll.count)
+    out.seconds["compute"] += times * 2 * step.compute_s
+    out.seconds[coll.op] += times * max(0.0, total - 2 * step.compute_s)    # a hidden collective adds nothing
+    out.charges.append((program, times * 2 * coll.count * len(coll.groups)))
 
 
 def ring_exposed_s(ring: RingPass, network: IdleNetwork):

@@ -80,12 +80,21 @@ class RingPass:
 
 
 @dataclass(frozen=True)
+class TwoBatch:
+    """Two-batch overlap (`engine.overlap: tp_comm`): two half-batches of `compute_s` of stage
+    compute each, interleaved so that one half's collectives (`collective`, `count` per half)
+    run while the other half computes (simserve.iteration.overlap gives the order and its time)."""
+    compute_s: float
+    collective: Collective
+
+
+@dataclass(frozen=True)
 class Host:
     """CPU work the GPU waits for (scheduling, input preparation, sampling)."""
     seconds: float
 
 
-Step = Union[Compute, Collective, Interleaved, AllToAll, Experts, RingPass, Host]
+Step = Union[Compute, Collective, Interleaved, AllToAll, Experts, RingPass, TwoBatch, Host]
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,8 @@ def _line(step: Step) -> str:
         return f"alltoall {step.key} {sum(map(sum, step.matrix)):.0f} B over {len(step.group)} GPUs"
     if isinstance(step, Experts):
         return f"experts slowest {step.slowest_s * 1e6:.2f} us, mean {step.mean_s * 1e6:.2f} us"
+    if isinstance(step, TwoBatch):
+        return f"two halves of {step.compute_s * 1e6:.2f} us, each with {_line(step.collective)} overlapped"
     if isinstance(step, RingPass):
         return (f"ring attention x{step.count} layers: {step.steps + 1} blocks of {step.compute_s * 1e6:.2f} us, "
                 f"{step.steps} K/V passes of {max(max(r) for r in step.transfer.matrix):.0f} B")
