@@ -160,6 +160,8 @@ class SchedulerConfig(Strict):
     max_batched_tokens: int = Field(8192, ge=1, le=MAX_TOKENS)     # vLLM V1 max_num_batched_tokens default
     chunk_size: int = Field(512, ge=1, le=MAX_TOKENS)              # sarathi token budget per iteration
     batch_size: int | None = Field(None, ge=1, le=MAX_BATCH)       # static: requests per batch (default max_batch_size)
+    # vLLM automatic prefix caching: KV blocks named by their prefix are shared and kept (LRU)
+    prefix_caching: bool = False
 
     @field_validator("policy")
     @classmethod
@@ -210,6 +212,10 @@ class DisaggregationConfig(Strict):
 
 class RouterConfig(Strict):
     policy: str = "round_robin"      # a name registered in simserve.router.ROUTERS
+    # prefix_affinity (SGLang's cache-aware rule): SGLang Model Gateway's defaults
+    cache_threshold: float = Field(0.3, ge=0, le=1)         # share of the prompt cached to follow the cache
+    balance_abs_threshold: int = Field(64, ge=0)            # outstanding requests max - min ...
+    balance_rel_threshold: float = Field(1.5, ge=1)         # ... and max / min beyond which load decides
 
     @field_validator("policy")
     @classmethod
@@ -248,6 +254,15 @@ class SimConfig(Strict):
             raise ValueError("engine.overlap=tp_comm with parallelism.cp > 1 is not modelled yet")
         if overlap == "pipeline_sends" and par.pp == 1 and self.disaggregation is None:
             raise ValueError("engine.overlap=pipeline_sends needs parallelism.pp > 1 (no pipeline sends)")
+        return self
+
+    @model_validator(mode="after")
+    def _prefix_routing(self):
+        if self.router.policy == "prefix_affinity" and not self.scheduler.prefix_caching:
+            raise ValueError("router.policy prefix_affinity routes by cached prefix blocks: set "
+                             "scheduler.prefix_caching: true")
+        if self.scheduler.prefix_caching and self.disaggregation is not None:
+            raise ValueError("scheduler.prefix_caching with disaggregation is not modelled yet")
         return self
 
     @model_validator(mode="after")

@@ -10,7 +10,8 @@ import math
 class Request:
     __slots__ = ("id", "arrival_s", "isl", "osl", "prefix_hashes", "replica", "lane", "prefilled", "generated",
                  "blocks", "prefill_target", "scheduled_s", "first_token_s", "last_token_s", "finish_s", "itl_max_s",
-                 "preemptions", "reject_reason")
+                 "preemptions", "reject_reason", "block_keys", "cached_keys",
+                 "cached_upto")
 
     def __init__(self, rid: int, arrival_s: float, isl: int, osl: int, prefix_hashes=None):
         self.id = rid
@@ -31,6 +32,9 @@ class Request:
         self.itl_max_s = 0.0
         self.preemptions = 0
         self.reject_reason = ""
+        self.block_keys = None      # prefix caching: keys of the prompt's shareable blocks (kvcache.prefix)
+        self.cached_keys = ()       # prefix caching: keys of the cached blocks it holds
+        self.cached_upto = 0        # prefix caching: leading blocks hit or offered to the cache
 
     def preempt(self) -> None:
         """Recompute preemption (vLLM): the KV is dropped; on readmission the prompt and every token

@@ -28,6 +28,7 @@ from simserve.iteration.build import DensePlanner, MoePlanner
 from simserve.iteration.context import ContextParallelPlanner
 from simserve.iteration.overlap import OverlapPlanner
 from simserve.kvcache import BlockManager
+from simserve.kvcache.prefix import PrefixCache
 from simserve.layout import check_layout
 from simserve.network.flows import Network
 from simserve.network.topology import Topology, topology_for_cluster
@@ -36,6 +37,7 @@ from simserve.router import Router
 from simserve.runtime import RuntimeStepCost, get_runtime
 from simserve.scheduler import Scheduler
 from simserve.workload import build_workload
+from simserve.workload.build import prefix_segment_tokens
 from simserve.workload.processes import ARRIVAL_PROCESSES
 from simserve.workload.routing import read_routing_trace
 
@@ -236,8 +238,9 @@ def _kv_tokens(cfg: SimConfig, model: ModelCard, plans: list[MemoryPlan]) -> int
 
 def make_requests(cfg: SimConfig, model: ModelCard, workload_seed) -> tuple[list[Request], dict]:
     work = build_workload(cfg.workload, model.max_context, np.random.default_rng(workload_seed))
-    requests = [Request(i, float(t), int(a), int(b))
-                for i, (t, a, b) in enumerate(zip(work.arrival_s, work.isl, work.osl))]
+    prefixes = work.prefix_hashes if cfg.scheduler.prefix_caching and work.prefix_hashes else [None] * len(work)
+    requests = [Request(i, float(t), int(a), int(b), p)
+                for i, (t, a, b, p) in enumerate(zip(work.arrival_s, work.isl, work.osl, prefixes))]
     return requests, work.source
 
 
@@ -268,10 +271,15 @@ def build_world(config=None, overrides=()) -> World:
     exclusive, own_pipeline = exclusive_links(world.topology, world.placement)
     planners = _Planners(cfg, model, gpu, precision, shards, moe_seed)
     kv_tokens = _kv_tokens(cfg, model, plans)
-    arrivals = make_arrivals(world, Router(cfg.router.policy, world.replicas, np.random.default_rng(router_seed)))
+    router = Router(cfg.router.policy, world.replicas, np.random.default_rng(router_seed),
+                    **cfg.router.model_dump(exclude={"policy"}))
+    arrivals = make_arrivals(world, router)
     for r, groups in enumerate(placement.replicas):
         world.replicas.append(make_replica(world, cfg, r, r, groups, planners, kv_tokens, arrivals,
                                            exclusive[r], own_pipeline[r]))
+    if cfg.scheduler.prefix_caching:
+        for rep in world.replicas:
+            rep.kv.prefix = PrefixCache(rep.kv, prefix_segment_tokens(cfg.workload))
     return world
 
 

@@ -16,7 +16,7 @@ def layout_config(policy, router, tp, pp, dp, n, isl, osl, rate, batch, fidelity
     return {"model": "llama-3.1-8b", "cluster": {"hardware": "h100-sxm"},
             "parallelism": {"tp": tp, "pp": pp, "dp": dp},
             "scheduler": {"policy": policy, "max_batch_size": max(batch, 1), "batch_size": batch,
-                          "chunk_size": 256},
+                          "chunk_size": 256, "prefix_caching": router == "prefix_affinity"},
             "router": {"policy": router}, "fidelity": fidelity, "seed": seed,
             "workload": {"lengths": {"isl": isl, "osl": osl}, "arrivals": {"process": "poisson", "rate": rate},
                          "num_requests": n}}

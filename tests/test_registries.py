@@ -34,7 +34,7 @@ class OneAtATime(Scheduler):
 @pytest.fixture
 def toy_extensions():
     POLICIES.register("one_at_a_time", OneAtATime)
-    ROUTERS.register("always_last", lambda router, reps: reps[-1])
+    ROUTERS.register("always_last", lambda router, reps, req: reps[-1])
     ARRIVAL_PROCESSES.register("even", Process(draw=lambda a, n, rng: np.arange(n) / a.rate, needs_rate=True))
     yield
     POLICIES.unregister("one_at_a_time")

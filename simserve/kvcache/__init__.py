@@ -1,4 +1,7 @@
-"""Paged KV-cache block manager (vLLM's PagedAttention bookkeeping, counts only)."""
+"""Paged KV-cache block manager (vLLM's PagedAttention bookkeeping, counts only).
+
+With prefix caching on, `prefix` is the pool's `kvcache.prefix.PrefixCache`: its evictable cached
+blocks count as free, and allocating past the empty ones evicts them."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,6 +48,7 @@ class BlockManager:
         self.used = 0
         self.peak_used = 0
         self.reserved = 0     # blocks promised to running requests (guaranteed_no_evict admission)
+        self.prefix = None    # kvcache.prefix.PrefixCache when prefix caching is on
 
     @property
     def free(self) -> int:
@@ -63,6 +67,14 @@ class BlockManager:
     def allocate(self, blocks: int) -> None:
         if blocks > self.free:
             raise RuntimeError(f"allocating {blocks} KV blocks with {self.free} free")
+        self.used += blocks
+        if self.used > self.peak_used:
+            self.peak_used = self.used
+        if self.prefix is not None:
+            self.prefix.fit(self.num_blocks - self.used)
+
+    def take_cached(self, blocks: int) -> None:
+        """Cached blocks nobody held (counted as free) are held again: no eviction needed."""
         self.used += blocks
         if self.used > self.peak_used:
             self.peak_used = self.used

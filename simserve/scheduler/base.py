@@ -80,31 +80,50 @@ class Scheduler:
                 continue
             chunk = min(req.remaining_prefill, budget)
             batch.prefills.append((req, chunk))
+            if self.kv.prefix is not None:
+                self.kv.prefix.scheduled(req, req.prefilled + chunk)
             budget -= chunk
         return budget
 
-    def _take(self, req: Request, need: int) -> None:
+    def _need(self, req: Request) -> tuple[int, int, int]:
+        """(blocks the prompt needs, of them cached, blocks its admission takes from the free
+        count): cached blocks held by running requests are shared, evictable ones are free."""
+        need = blocks_for(req.prefill_target, self.kv.block_size)
+        if self.kv.prefix is None:
+            return need, 0, need
+        hit, revive = self.kv.prefix.lookup(req)
+        return need, hit, need - hit + revive
+
+    def _take(self, req: Request, need: int, hit: int = 0) -> None:
         self.waiting.popleft()
-        self.kv.allocate(need)
+        if self.kv.prefix is not None:
+            self.kv.prefix.acquire(req, need, hit)
+        self.kv.allocate(need - hit)
         req.blocks = need
         self.admission.admitted(req)
         self.running.append(req)
+
+    def _free(self, req: Request) -> None:
+        """Return the request's blocks (a cached block others hold, or that stays cached, is kept)."""
+        self.kv.release(req.blocks if self.kv.prefix is None else self.kv.prefix.release(req))
 
     def _admit(self, batch: Batch, budget: int) -> None:
         """Admit waiting requests first-come first-served while batch size, tokens and KV allow.
         A prompt longer than the whole budget still runs alone (unchunked policies), or in chunks."""
         while self.waiting and len(self.running) < self.max_batch_size and budget > 0:
             req = self.waiting[0]
-            need = blocks_for(req.prefill_target, self.kv.block_size)
-            if not self.admission.can_admit(req, need, self.running):
+            need, hit, taken = self._need(req)
+            if not self.admission.can_admit(req, taken, self.running):
                 break
-            tokens = req.remaining_prefill
+            tokens = req.remaining_prefill - hit * self.kv.block_size
             if self.chunked:
                 tokens = min(tokens, budget)
             elif tokens > budget and batch:
                 break
-            self._take(req, need)
+            self._take(req, need, hit)
             batch.prefills.append((req, tokens))
+            if self.kv.prefix is not None:
+                self.kv.prefix.scheduled(req, req.prefilled + tokens)
             budget -= tokens
 
     def _add_decodes(self, batch: Batch) -> None:
@@ -138,7 +157,7 @@ class Scheduler:
         self.running.remove(victim)
         if victim in batch.decodes:
             batch.decodes.remove(victim)
-        self.kv.release(victim.blocks)
+        self._free(victim)
         self.admission.released(victim)
         victim.preempt()
         self.preemptions += 1
@@ -147,6 +166,7 @@ class Scheduler:
     # -- after an iteration --------------------------------------------------------------------
     def release(self, req: Request) -> None:
         self.running.remove(req)
-        self.kv.release(req.blocks)
+        self._free(req)
         self.admission.released(req)
         req.blocks = 0
+        req.block_keys = None

@@ -14,7 +14,6 @@ A new policy is a module with a `Scheduler` subclass registered the same way
 """
 from __future__ import annotations
 
-from simserve.kvcache import blocks_for
 from simserve.scheduler.base import POLICIES, Scheduler
 from simserve.scheduler.batch import Batch
 
@@ -71,7 +70,7 @@ class Static(Scheduler):
         """Admit the next batch_size requests (as many as the KV cache holds)."""
         while self.waiting and len(self.running) < self.batch_size:
             req = self.waiting[0]
-            need = blocks_for(req.prefill_target, self.kv.block_size)
-            if not self.admission.can_admit(req, need, self.running):
+            need, hit, taken = self._need(req)
+            if not self.admission.can_admit(req, taken, self.running):
                 break
-            self._take(req, need)
+            self._take(req, need, hit)

@@ -103,11 +103,24 @@ def fit_context(isl: np.ndarray, osl: np.ndarray, max_context: int, policy: str)
     return isl, osl, f"{count} request(s) truncated to the model's context of {max_context} tokens"
 
 
-def trim_prefix_blocks(prefix, isl: np.ndarray) -> tuple[tuple[int, ...], ...]:
+def trim_prefix_blocks(prefix, isl: np.ndarray, block: int = MOONCAKE_BLOCK_TOKENS) -> tuple[tuple[int, ...], ...]:
     """Drop the prefix blocks of prompt tokens cut by truncation: a prompt of n tokens spans
-    ceil(n / 512) Mooncake blocks."""
-    block = MOONCAKE_BLOCK_TOKENS
+    ceil(n / block) blocks (512 for Mooncake)."""
     return tuple(h[:-(-int(n) // block)] for h, n in zip(prefix, isl))
+
+
+def prefix_segment_tokens(cfg: WorkloadConfig) -> int:
+    """Tokens each of a request's prefix ids names (`Workload.prefix_block_tokens`)."""
+    return cfg.shared_prefix.tokens if cfg.shared_prefix is not None else MOONCAKE_BLOCK_TOKENS
+
+
+def add_shared_prefix(cfg: WorkloadConfig, isl: np.ndarray, rng: np.random.Generator, source: str):
+    """(isl, prefix ids, source): each prompt prefixed by its group's shared tokens
+    (`WorkloadConfig.shared_prefix`); a group is one id naming its whole prefix."""
+    sp = cfg.shared_prefix
+    groups = rng.integers(sp.groups, size=len(isl))
+    prefix = tuple((int(g),) for g in groups)
+    return isl + sp.tokens, prefix, source + f", shared prefix of {sp.tokens} tokens in {sp.groups} groups"
 
 
 def build_workload(cfg: WorkloadConfig, max_context: int, rng: np.random.Generator) -> Workload:
@@ -118,6 +131,9 @@ def build_workload(cfg: WorkloadConfig, max_context: int, rng: np.random.Generat
         t, isl, osl, prefix, source = _from_trace(cfg, rng)
     else:
         t, isl, osl, prefix, source = _synthetic(cfg, rng)
+    segment = prefix_segment_tokens(cfg)
+    if cfg.shared_prefix is not None:
+        isl, prefix, source = add_shared_prefix(cfg, isl, rng, source)
     keep = len(t)
     if cfg.duration_s is not None:
         keep = int(np.searchsorted(t, cfg.duration_s, side="left"))
@@ -129,11 +145,11 @@ def build_workload(cfg: WorkloadConfig, max_context: int, rng: np.random.Generat
     prefix = None if prefix is None else prefix[:keep]
     isl, osl, note = fit_context(isl, osl, max_context, cfg.context_overflow)
     if note and prefix is not None:
-        prefix = trim_prefix_blocks(prefix, isl)
+        prefix = trim_prefix_blocks(prefix, isl, segment)
     if note:
         warnings.warn(note, WorkloadWarning, stacklevel=2)
         source += f"; {note}"
     return Workload(arrival_s=np.ascontiguousarray(t, dtype=np.float64),
                     isl=np.ascontiguousarray(isl, dtype=np.int64),
                     osl=np.ascontiguousarray(osl, dtype=np.int64),
-                    prefix_hashes=prefix, source=source)
+                    prefix_hashes=prefix, prefix_block_tokens=segment, source=source)

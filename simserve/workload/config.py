@@ -155,6 +155,17 @@ class FiltersConfig(_Strict):
     log_type: Union[str, list[str], None] = None
 
 
+class SharedPrefixConfig(_Strict):
+    """Every prompt starts with one of `groups` shared prefixes of `tokens` tokens (a system prompt
+    or few-shot preamble), prepended to its own prompt: ISL grows by `tokens`, as in SGLang's
+    `bench_serving --dataset-name generated-shared-prefix` (gsp-num-groups, gsp-system-prompt-len)
+    and vLLM's `benchmark_serving --random-prefix-len`. Each request's group is drawn uniformly
+    from the workload's seed, after every other draw (so arrivals and lengths are unchanged). It
+    replaces a trace's own prefix blocks (Mooncake hash_ids) as the prompts' identity."""
+    tokens: int = Field(..., ge=1, le=MAX_TOKENS)
+    groups: int = Field(..., ge=1, le=MAX_REQUESTS)
+
+
 class WorkloadConfig(_Strict):
     """The `workload:` section. See the module docstring and docs/architecture.md (contracts)."""
     trace: Optional[str] = None
@@ -167,6 +178,7 @@ class WorkloadConfig(_Strict):
     duration_s: Optional[float] = Field(None, gt=0, le=1e8)
     context_overflow: Literal["truncate", "reject"] = "truncate"
     strict: bool = False
+    shared_prefix: Optional[SharedPrefixConfig] = None
 
     @property
     def effective_trace(self) -> Optional[str]:
