@@ -113,7 +113,7 @@ def test_caching_changes_nothing_where_prompts_share_no_identity():
 def test_a_cached_prefix_skips_its_prefill_but_attention_reads_it():
     """Two requests of one shared 2048-token group, far apart: the second prefills its own 512
     tokens with attention over the 2048 cached ones."""
-    config = {"scheduler": {"prefix_caching": True, "chunk_size": 4096},
+    config = {"scheduler": {"prefix_caching": True, "chunk_size": 4096}, "engine": {"runtime": "ideal"},
               "workload": {"lengths": {"isl": 512, "osl": 2}, "arrivals": {"process": "poisson", "rate": 0.01},
                            "num_requests": 2, "shared_prefix": {"tokens": 2048, "groups": 1}}}
     world = build_world(config).run()
