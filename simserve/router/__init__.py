@@ -73,7 +73,7 @@ class Router:
         self.rng = rng
         self.next_index = 0
 
-    def choose(self, req):
+    def choose(self, req=None):
         reps = self.replicas
         if len(reps) == 1:
             return reps[0]
