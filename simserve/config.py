@@ -106,6 +106,9 @@ class CollectivesConfig(Strict):
     # graph: CUDA graphs (serving engines replay their steps; only the library's own latency);
     # eager: a host launch per collective on top (nccl-tests' default; topologies.yaml eager_launch_us)
     launch: Literal["graph", "eager"] = "graph"
+    # skip the attention-output TP all-reduce in this fraction of layers (SPD, arXiv:2502.20727);
+    # a latency what-if: accuracy is out of scope
+    sync_point_drop: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _known(self):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from simserve.config import SimConfig
+from simserve.iteration.build import sync_drop_summary
 from simserve.kvcache.prefix import prefix_summary
 from simserve.metrics import distribution, requests_frame, static_batch_formula, summarize as summarize_requests
 from simserve.world import World, moe_layout
@@ -86,6 +87,7 @@ def summarize(world: World) -> Result:
         "workload": world.workload_source,
     })
     summary.update(prefix_summary([r.kv.prefix for r in replicas]))
+    summary.update(sync_drop_summary(cfg.collectives.sync_point_drop, replicas[0].stages))
     if cfg.scheduler.policy == "static":
         summary["static_batch"] = static_batch_formula(df)
     if world.model.moe is not None:

@@ -214,7 +214,7 @@ class _Planners:
                                   self.step_costs[s])
         if model.moe is None:
             return DensePlanner(model, shard, self.precision, self.gpu, gpus, cfg.collectives.allreduce,
-                                self.step_costs[s])
+                                self.step_costs[s], sync_drop=cfg.collectives.sync_point_drop)
         mc, layers = cfg.moe, self.stage_layers[s]
         layout = moe_layout(cfg)
         distinct = min(mc.distinct_layers or model.num_layers, layers.moe_layers) or 1
@@ -225,7 +225,8 @@ class _Planners:
         share = place_experts(mc.placement, router.expected_popularity(), layout.ep, layout.redundant)
         return MoePlanner(model, shard, self.precision, self.gpu, gpus, layout, router, share,
                           allreduce=cfg.collectives.allreduce, alltoall=cfg.collectives.alltoall,
-                          dense_layers=layers.dense_layers, moe_layers=layers.moe_layers, runtime=self.runtime)
+                          dense_layers=layers.dense_layers, moe_layers=layers.moe_layers, runtime=self.runtime,
+                          sync_drop=cfg.collectives.sync_point_drop)
 
 
 def _kv_tokens(cfg: SimConfig, model: ModelCard, plans: list[MemoryPlan]) -> int:

@@ -71,6 +71,7 @@ CASES = [
     ("shared-prefix-no-groups", cfg(replace=("num_requests: 4", "num_requests: 4\n  shared_prefix: {tokens: 64}")),
      RUN, ["workload.shared_prefix.groups"]),
     ("cache-threshold", cfg("router: {cache_threshold: 2}\n"), RUN, ["router.cache_threshold"]),
+    ("sync-drop-above-one", cfg("collectives: {sync_point_drop: 1.5}\n"), RUN, ["collectives.sync_point_drop"]),
     ("bad-fidelity", cfg("fidelity: medium\n"), RUN, ["fidelity"]),
     ("bad-dtype", cfg("precision: {weights: fp6}\n"), RUN, ["precision.weights"]),
     ("bad-allreduce", cfg("collectives: {allreduce: magic}\n"), RUN, ["all-reduce", "magic"]),

@@ -25,6 +25,24 @@ from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Int
 from simserve.runtime import Runtime, graph_batch
 
 
+def dropped_syncs(layers: int, fraction: float) -> int:
+    """Layers of `layers` whose attention-output all-reduce is skipped (collectives.sync_point_drop:
+    Kim et al., "SPD: Sync-Point Drop for Efficient Tensor Parallelism of Large Language Models",
+    ICML 2025, arXiv:2502.20727, which drops it in the blocks least sensitive to it). A latency
+    what-if: which layers, and what it does to accuracy, are out of scope; only the count is
+    modelled, rounded half up."""
+    return math.floor(fraction * layers + 0.5)
+
+
+def sync_drop_summary(fraction: float, stages: list) -> dict:
+    """The summary's `sync_point_drop` key (none when nothing is dropped): the fraction and the
+    attention-output all-reduces one iteration of a replica skips, over its stages."""
+    if not fraction:
+        return {}
+    dropped = sum(getattr(st.planner, "sync_points_dropped", 0) for st in stages)
+    return {"sync_point_drop": {"fraction": fraction, "allreduces_dropped_per_iteration": dropped}}
+
+
 class DensePlanner:
     """A dense stage: one GPU group of `tp` GPUs running its layers and heads as one compute block
     with the TP collectives interleaved (Megatron-style; the same plan for every iteration of the
@@ -33,13 +51,15 @@ class DensePlanner:
     deterministic = True
 
     def __init__(self, model: ModelCard, shard: Shard, precision: Precision, gpu: Gpu, gpus: tuple[int, ...],
-                 algorithm: str, step_cost: StepCost | None = None):
+                 algorithm: str, step_cost: StepCost | None = None, sync_drop: float = 0.0):
         self.gpus = tuple(gpus)
         self.layers = shard.num_layers if shard.num_layers is not None else model.num_layers
         self.step_cost = step_cost or StepCost(model, shard, precision, gpu)
         self.algorithm = algorithm
         tp = len(self.gpus)
-        self.allreduces = (2 * self.layers + (1 if shard.first_stage else 0)) if tp > 1 else 0
+        self.sync_points_dropped = dropped_syncs(self.layers, sync_drop) if tp > 1 else 0
+        self.allreduces = (2 * self.layers - self.sync_points_dropped + (1 if shard.first_stage else 0)) \
+            if tp > 1 else 0
         self.gathers_logits = tp > 1 and shard.last_stage
         act = DTYPE_BYTES[precision.activations]
         self.allreduce_bytes_per_token = model.hidden * act
@@ -80,11 +100,15 @@ class MoePlanner:
 
     def __init__(self, model: ModelCard, shard: Shard, precision: Precision, gpu: Gpu, gpus: tuple[int, ...],
                  layout: MoeLayout, router: ExpertRouter, share: np.ndarray, *, allreduce: str, alltoall: str,
-                 dense_layers: int, moe_layers: int, runtime: Runtime | None = None):
+                 dense_layers: int, moe_layers: int, runtime: Runtime | None = None, sync_drop: float = 0.0):
         self.gpus, self.layout, self.router, self.share = tuple(gpus), layout, router, share
         self.runtime = runtime          # CUDA-graph padding of decode batches (None: no graphs)
         self.layers = dense_layers + moe_layers
         self.dense_layers, self.moe_layers = dense_layers, moe_layers
+        # layers of each kind without their attention-output all-reduce (collectives.sync_point_drop)
+        self.dense_drop = dropped_syncs(dense_layers, sync_drop) if layout.tp > 1 else 0
+        self.moe_drop = dropped_syncs(moe_layers, sync_drop) if layout.tp > 1 else 0
+        self.sync_points_dropped = self.dense_drop + self.moe_drop
         self.allreduce_algo, self.alltoall_algo = allreduce, alltoall
         tp = layout.tp
         self.groups = tuple(self.gpus[g * tp:(g + 1) * tp] for g in range(layout.dp_attention))
@@ -124,9 +148,9 @@ class MoePlanner:
         steps = []
         if self.dense_layers:
             body = (Compute(self.dense_cost.time(group), "dense_layer"),) + self._tp("allreduce", tok, 2)
-            steps.append(Layers(self.dense_layers, (body,)))
+            steps += self._split(self.dense_layers, self.dense_drop, (body,))
         if self.moe_layers:
-            steps.append(Layers(self.moe_layers, self._moe_bodies(tokens, group, tok)))
+            steps += self._split(self.moe_layers, self.moe_drop, self._moe_bodies(tokens, group, tok))
         if self.first_stage or self.last_stage:
             steps.append(Compute(self.head_cost.time(group), "head"))
         if self.first_stage:
@@ -134,6 +158,23 @@ class MoePlanner:
         if self.last_stage:
             steps += self._tp("allgather", logits)
         return IterationPlan(tuple(steps))
+
+    @staticmethod
+    def _split(count: int, dropped: int, bodies: tuple) -> list:
+        """`count` layers of `bodies`, the last `dropped` of them without the all-reduce that
+        follows the attention (each body's second step)."""
+        if not dropped:
+            return [Layers(count, bodies)]
+        without = tuple((body[0],) + body[2:] for body in bodies)
+        return [Layers(count - dropped, bodies)] * (count > dropped) + [Layers(dropped, without)]
+
+    def _uses(self, draws: int) -> list[int]:
+        """How many MoE layers run each routing draw, the dropped ones included."""
+        bodies = ((),) * draws
+        if not self.moe_drop:
+            return Layers(self.moe_layers, bodies).uses()
+        kept, dropped = Layers(self.moe_layers - self.moe_drop, bodies), Layers(self.moe_drop, bodies)
+        return [a + b for a, b in zip(kept.uses(), dropped.uses())]
 
     def _moe_bodies(self, tokens: int, group: BatchStats, tok: float) -> tuple:
         """One body per distinct routing draw of this iteration; records the draw's load statistics."""
@@ -147,7 +188,7 @@ class MoePlanner:
         self.imbalance.append(np.where(means > 0, loads.max(axis=1) / np.where(means > 0, means, 1.0), 1.0))
         self.slowest_over_mean.append(np.where(mean > 0, slowest / np.where(mean > 0, mean, 1.0), 1.0))
         draws = pairs.shape[0]
-        uses = Layers(self.moe_layers, ((),) * draws).uses()
+        uses = self._uses(draws)
         self.straggler_s += float(np.dot(np.array(uses), slowest - mean))
         attention = Compute(self.moe_cost.time(group), "moe_layer")
         after = self._tp("allgather", tok) if lay.ep > 1 else self._tp("allreduce", tok)
