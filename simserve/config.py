@@ -17,6 +17,7 @@ from simserve.catalog import load_yaml_text
 from simserve.errors import ConfigError
 from simserve.router import ROUTERS
 from simserve.scheduler import ADMISSIONS, POLICIES
+from simserve.scheduler.config import SpeculativeConfig, technique_conflicts
 from simserve.workload.config import WorkloadConfig
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "fp4"]
@@ -165,6 +166,7 @@ class SchedulerConfig(Strict):
     batch_size: int | None = Field(None, ge=1, le=MAX_BATCH)       # static: requests per batch (default max_batch_size)
     # vLLM automatic prefix caching: KV blocks named by their prefix are shared and kept (LRU)
     prefix_caching: bool = False
+    speculative: Optional[SpeculativeConfig] = None
 
     @field_validator("policy")
     @classmethod
@@ -260,12 +262,10 @@ class SimConfig(Strict):
         return self
 
     @model_validator(mode="after")
-    def _prefix_routing(self):
-        if self.router.policy == "prefix_affinity" and not self.scheduler.prefix_caching:
-            raise ValueError("router.policy prefix_affinity routes by cached prefix blocks: set "
-                             "scheduler.prefix_caching: true")
-        if self.scheduler.prefix_caching and self.disaggregation is not None:
-            raise ValueError("scheduler.prefix_caching with disaggregation is not modelled yet")
+    def _techniques(self):
+        problem = technique_conflicts(self)       # simserve.scheduler.config
+        if problem:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ class Request:
     __slots__ = ("id", "arrival_s", "isl", "osl", "prefix_hashes", "replica", "lane", "prefilled", "generated",
                  "blocks", "prefill_target", "scheduled_s", "first_token_s", "last_token_s", "finish_s", "itl_max_s",
                  "preemptions", "reject_reason", "block_keys", "cached_keys",
-                 "cached_upto")
+                 "cached_upto", "accept_prob")
 
     def __init__(self, rid: int, arrival_s: float, isl: int, osl: int, prefix_hashes=None):
         self.id = rid
@@ -35,6 +35,7 @@ class Request:
         self.block_keys = None      # prefix caching: keys of the prompt's shareable blocks (kvcache.prefix)
         self.cached_keys = ()       # prefix caching: keys of the cached blocks it holds
         self.cached_upto = 0        # prefix caching: leading blocks hit or offered to the cache
+        self.accept_prob = 0.0      # speculative decoding: probability a draft token is accepted
 
     def preempt(self) -> None:
         """Recompute preemption (vLLM): the KV is dropped; on readmission the prompt and every token

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from simserve.config import SimConfig
-from simserve.iteration.build import sync_drop_summary
-from simserve.kvcache.prefix import prefix_summary
+from simserve.techniques import technique_keys
 from simserve.metrics import distribution, requests_frame, static_batch_formula, summarize as summarize_requests
 from simserve.world import World, moe_layout
 
@@ -86,8 +85,7 @@ def summarize(world: World) -> Result:
         "memory_per_gpu": [p.as_dict() for p in world.plans],
         "workload": world.workload_source,
     })
-    summary.update(prefix_summary([r.kv.prefix for r in replicas]))
-    summary.update(sync_drop_summary(cfg.collectives.sync_point_drop, replicas[0].stages))
+    summary.update(technique_keys(cfg, replicas))
     if cfg.scheduler.policy == "static":
         summary["static_batch"] = static_batch_formula(df)
     if world.model.moe is not None:

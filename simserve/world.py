@@ -20,6 +20,7 @@ from simserve.cost.moe import ExpertRouter, MoeLayout, StageLayers, moe_memory_p
 from simserve.engine.arrivals import Arrivals, ClosedLoop
 from simserve.engine.env import SimEnvironment
 from simserve.engine.replica import Replica
+from simserve.engine.speculative import SpeculativeReplica, attach_speculation, build_speculation
 from simserve.engine.request import Request
 from simserve.engine.stage import Stage
 from simserve.engine.timeline import Timeline
@@ -27,6 +28,7 @@ from simserve.errors import CapacityError
 from simserve.iteration.build import DensePlanner, MoePlanner
 from simserve.iteration.context import ContextParallelPlanner
 from simserve.iteration.overlap import OverlapPlanner
+from simserve.iteration.speculative import SpeculativePlanner
 from simserve.kvcache import BlockManager
 from simserve.kvcache.prefix import PrefixCache
 from simserve.layout import check_layout
@@ -204,7 +206,15 @@ class _Planners:
         self.popularity_seeds = [popularity_seed] if pp == 1 else popularity_seed.spawn(pp)
         self.counts_seeds = [c.spawn(pp) if pp > 1 else [c] for c in counts_seed.spawn(cfg.parallelism.dp)]
 
+    drafters = None        # speculative decoding: the drafter of each stage
+
     def planner(self, r: int, s: int, gpus: tuple[int, ...]):
+        inner = self._planner(r, s, gpus)
+        if self.drafters is None:
+            return inner
+        return SpeculativePlanner(inner, self.drafters[s], self.cfg.collectives.allreduce)
+
+    def _planner(self, r: int, s: int, gpus: tuple[int, ...]):
         cfg, model, shard = self.cfg, self.model, self.shards[s]
         if model.moe is None and cfg.parallelism.cp > 1:
             return ContextParallelPlanner(model, shard, self.precision, self.gpu, gpus, cfg.parallelism.cp,
@@ -262,8 +272,12 @@ def build_world(config=None, overrides=()) -> World:
     precision = pool_precision(cfg)
     shards = stage_shards(cfg, model, gpu, precision)
     plans = plan_memory(cfg, model, gpu, shards, precision)
-    # the first two streams are the dense engine's since before MoE existed (results unchanged)
-    workload_seed, router_seed, moe_seed = np.random.SeedSequence(cfg.seed).spawn(3)
+    drafters = None
+    if cfg.scheduler.speculative is not None:
+        drafters, plans = build_speculation(cfg, model, gpu, precision, shards, plans)
+    # the first two streams are the dense engine's since before MoE existed (results unchanged);
+    # the fourth is speculative decoding's (spawn(4)[:3] == spawn(3))
+    workload_seed, router_seed, moe_seed, spec_seed = np.random.SeedSequence(cfg.seed).spawn(4)
     requests, source = make_requests(cfg, model, workload_seed)
     env = SimEnvironment()
     network = Network(env, topology)
@@ -271,13 +285,17 @@ def build_world(config=None, overrides=()) -> World:
                   Communicator(env, network, cfg.fidelity), Timeline(), wall_start=wall_start)
     exclusive, own_pipeline = exclusive_links(world.topology, world.placement)
     planners = _Planners(cfg, model, gpu, precision, shards, moe_seed)
+    planners.drafters = drafters
     kv_tokens = _kv_tokens(cfg, model, plans)
     router = Router(cfg.router.policy, world.replicas, np.random.default_rng(router_seed),
                     **cfg.router.model_dump(exclude={"policy"}))
     arrivals = make_arrivals(world, router)
     for r, groups in enumerate(placement.replicas):
         world.replicas.append(make_replica(world, cfg, r, r, groups, planners, kv_tokens, arrivals,
-                                           exclusive[r], own_pipeline[r]))
+                                           exclusive[r], own_pipeline[r],
+                                           cls=Replica if drafters is None else SpeculativeReplica))
+    if drafters is not None:
+        attach_speculation(world, cfg, spec_seed)
     if cfg.scheduler.prefix_caching:
         for rep in world.replicas:
             rep.kv.prefix = PrefixCache(rep.kv, prefix_segment_tokens(cfg.workload))

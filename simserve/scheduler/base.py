@@ -42,6 +42,7 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.preemptions = 0
+        self.speculation = None   # scheduler.speculative.Speculation when decodes speculate
 
     def budget(self, max_batched_tokens: int, chunk_size: int) -> int:
         """Tokens one iteration may hold."""
@@ -130,13 +131,14 @@ class Scheduler:
         """Every running sequence in its decode phase decodes one token; grow KV, preempting the
         most recently admitted requests when blocks run out."""
         bs = self.kv.block_size
+        spec = self.speculation
         i = 0
         while i < len(self.running):
             req = self.running[i]
             if not req.in_decode:
                 i += 1
                 continue
-            need = blocks_for(req.prefilled + 1, bs) - req.blocks
+            need = blocks_for(req.prefilled + 1 + (spec.lookahead(req) if spec else 0), bs) - req.blocks
             while need > 0 and not self.kv.can_grow(need):
                 victim = self.running[-1]
                 self._preempt(victim, batch)
@@ -149,6 +151,9 @@ class Scheduler:
                 req.blocks += need
             batch.decodes.append(req)
             i += 1
+        if spec is not None and batch.decodes:
+            batch.spec_tokens = spec.tokens
+            batch.accepted = spec.draw(batch.decodes)
 
     def _preempt(self, victim: Request, batch: Batch) -> None:
         if not self.admission.preempts:

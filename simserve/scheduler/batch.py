@@ -5,12 +5,15 @@ from dataclasses import dataclass, field
 
 from simserve.cost.operators import BatchStats
 from simserve.request import Request
+from simserve.scheduler.speculative import spec_stats
 
 
 @dataclass
 class Batch:
     prefills: list[tuple[Request, int]] = field(default_factory=list)   # (request, chunk tokens)
     decodes: list[Request] = field(default_factory=list)
+    spec_tokens: int = 0                     # speculative decoding: drafts each decode verifies
+    accepted: list[int] | None = None        # speculative decoding: drafts accepted per decode
 
     def __bool__(self) -> bool:
         return bool(self.prefills or self.decodes)
@@ -20,6 +23,8 @@ class Batch:
         return not self.prefills and bool(self.decodes)
 
     def stats(self) -> BatchStats:
+        if self.spec_tokens and self.decodes:
+            return spec_stats(self, self.spec_tokens)
         pairs = 0.0
         pf_kv = 0.0
         pf_tokens = 0
