@@ -107,9 +107,7 @@ class CollectivesConfig(Strict):
     # graph: CUDA graphs (serving engines replay their steps; only the library's own latency);
     # eager: a host launch per collective on top (nccl-tests' default; topologies.yaml eager_launch_us)
     launch: Literal["graph", "eager"] = "graph"
-    # skip the attention-output TP all-reduce in this fraction of layers (SPD, arXiv:2502.20727);
-    # a latency what-if: accuracy is out of scope
-    sync_point_drop: float = Field(0.0, ge=0, le=1)
+    sync_point_drop: float = Field(0.0, ge=0, le=1)   # layers without their attention all-reduce (SPD)
 
     @model_validator(mode="after")
     def _known(self):
@@ -164,8 +162,7 @@ class SchedulerConfig(Strict):
     max_batched_tokens: int = Field(8192, ge=1, le=MAX_TOKENS)     # vLLM V1 max_num_batched_tokens default
     chunk_size: int = Field(512, ge=1, le=MAX_TOKENS)              # sarathi token budget per iteration
     batch_size: int | None = Field(None, ge=1, le=MAX_BATCH)       # static: requests per batch (default max_batch_size)
-    # vLLM automatic prefix caching: KV blocks named by their prefix are shared and kept (LRU)
-    prefix_caching: bool = False
+    prefix_caching: bool = False        # vLLM automatic prefix caching (simserve.kvcache.prefix)
     speculative: Optional[SpeculativeConfig] = None
 
     @field_validator("policy")

@@ -103,6 +103,8 @@ def _verify_stats():
     ({"method": "eagle", "draft_model": "llama-3.1-8b"}, {}, "draft_model"),
     ({"method": "eagle", "acceptance": 1.5}, {}, "acceptance"),
     ({"method": "eagle"}, {"parallelism": {"pp": 2}}, "parallelism.pp 1"),
+    ({"method": "eagle"}, {"parallelism": {"cp": 2}}, "parallelism.cp > 1"),
+    ({"method": "eagle"}, {"engine": {"overlap": "tp_comm"}, "parallelism": {"tp": 2}}, "overlap tp_comm"),
     ({"method": "mtp"}, {"model": "mixtral-8x7b", "parallelism": {"ep": 2}}, "MoE"),
     ({"method": "draft", "draft_model": {"name": "other-vocab", "num_layers": 2, "hidden": 512, "intermediate": 1024,
                                          "num_heads": 8, "num_kv_heads": 8, "head_dim": 64, "vocab": 32000,

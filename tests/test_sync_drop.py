@@ -45,3 +45,10 @@ def test_moe_layers_drop_the_attention_allreduce_only(fidelity):
         else:
             assert "sync_point_drop" not in r.summary
     assert calls == {0.0: 33, 0.5: 17}
+
+
+def test_sync_drop_is_refused_where_its_planners_do_not_drop():
+    from simserve.errors import ConfigError
+    for extra in ({"parallelism": {"tp": 2, "cp": 2}}, {"parallelism": {"tp": 2}, "engine": {"overlap": "tp_comm"}}):
+        with pytest.raises(ConfigError, match="sync_point_drop with parallelism.cp > 1 or engine.overlap"):
+            build_world({"collectives": {"sync_point_drop": 0.5}, **extra})
