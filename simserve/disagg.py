@@ -89,7 +89,8 @@ def build_disaggregated(cfg: SimConfig, model, wall_start: float) -> World:
     configs = {name: pool_config(cfg, name) for name in ("prefill", "decode")}
     for pc in configs.values():
         check_layout(pc, model)
-    topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch)
+    topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch, kernels=cfg.collectives.kernels,
+                                    quick_reduce=cfg.collectives.quick_reduce)
     placements = _place_pools(configs, topology)
     joined = Placement(placements["prefill"].replicas + placements["decode"].replicas, topology.gpus_per_node)
     parts = {}

@@ -266,7 +266,8 @@ def build_world(config=None, overrides=()) -> World:
     gpu = get_hardware(cfg.cluster.hardware)
     check_layout(cfg, model)
     par = cfg.parallelism
-    topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch)
+    topology = topology_for_cluster(cfg.cluster, launch=cfg.collectives.launch, kernels=cfg.collectives.kernels,
+                                    quick_reduce=cfg.collectives.quick_reduce)
     group = moe_layout(cfg).gpus if model.moe is not None else par.tp * par.cp     # GPUs per replica stage
     placement = place(group, par.pp, par.dp, topology.nodes, topology.gpus_per_node, par.placement)
     precision = pool_precision(cfg)

@@ -46,14 +46,23 @@ def test_small_allreduce_latency_matches_ncclss_model():
     assert time_s == pytest.approx(15.0e-6, rel=0.01)
 
 
-def test_latency_bound_below_64KB_bandwidth_bound_above_256MB():
-    # The shape of nccl-tests curves (issue 3): flat time for small messages, flat busbw for large.
-    # The plateau starts near 256 MB: below it the Simple protocol's 14 x 3.4 us step latencies
-    # (NCCL tuning.cc, comm.md 1.3) still cost >10% (NCCL's own model gives 86% at 64 MiB).
+# nccl-tests all_reduce_perf -g 4 on 4x H100 80GB HBM3 SXM (NCCL 2.26.2, no CUDA graph), out of
+# place, microseconds: a public benchmark log (also in experiments/validate_comm.py, held out)
+H100_X4_NCCL_TESTS_US = {64 * KiB: 24.56, 128 * KiB: 24.62, 256 * KiB: 26.80, 512 * KiB: 26.67}
+
+
+def test_latency_bound_below_1MB_bandwidth_bound_above_256MB():
+    # The shape of nccl-tests curves: small messages cost about the call's latency (the ring runs
+    # on fewer channels there, so their time hardly grows with size: NCCL enqueue.cc
+    # topoGetAlgoInfo), large ones reach the busbw plateau. Small sizes against the measured 4x
+    # H100 sweep within 25% (the issue's band for small messages); the plateau starts near
+    # 256 MB: below it the Simple protocol's 14 x 3.4 us step latencies (NCCL tuning.cc, comm.md
+    # 1.3) still cost >10% (NCCL's own model gives 86% at 64 MiB).
+    eager = build_topology("h100-sxm", launch="eager", kernels="none")
+    for size, measured_us in H100_X4_NCCL_TESTS_US.items():
+        t, _ = collective_time(eager, "allreduce", "auto", range(4), size)
+        assert t * 1e6 == pytest.approx(measured_us, rel=0.25), size
     ranks = range(8)
-    t_8B, _ = collective_time(DGX_H100, "allreduce", "ring", ranks, 8)
-    t_64K, _ = collective_time(DGX_H100, "allreduce", "ring", ranks, 64 * KiB)
-    assert t_64K < 1.1 * t_8B
     big = busbw_GBps(DGX_H100, "allreduce", "ring", ranks, GiB)
     assert busbw_GBps(DGX_H100, "allreduce", "ring", ranks, 256 * MiB) > 0.9 * big
     assert busbw_GBps(DGX_H100, "allreduce", "ring", ranks, 64 * MiB) < 0.9 * big

@@ -60,26 +60,20 @@ def schedule(algo, ranks, nbytes, phases, bb, notes="") -> Schedule:
 
 # ---- where `auto` may use each (comm.md 1.3, 1.4) -------------------------------------------------
 
-# vLLM all_reduce_utils.py: custom all-reduce max size on SM90 by world size (comm.md 1.4); beyond it
-# vLLM hands the call to NCCL. Group sizes between the listed ones take the next larger size's cap.
-_CUSTOM_AR_MAX_BYTES = ((2, 64 * 2**20), (4, 32 * 2**20), (6, 512 * 2**10), (8, 256 * 2**10))
-
-
-def custom_allreduce_max_bytes(n: int) -> float:
-    for size, cap in _CUSTOM_AR_MAX_BYTES:
-        if n <= size:
-            return cap
-    return 0.0        # vLLM's custom all-reduce stops at 8 GPUs
-
-
 def _one_node(topology, ranks) -> bool:
     return len({topology.node_of(r) for r in ranks}) == 1
 
 
 def _custom_applies(topology, ranks, nbytes) -> bool:
-    # custom (IPC) all-reduce kernels need direct peer access: NVLink or xGMI, one node
+    # custom (IPC) all-reduce kernels need direct peer access: NVLink or xGMI, one node; the size
+    # limits are the engine's on this platform (catalog/engine_kernels.yaml)
     return (_one_node(topology, ranks) and topology.fabric in ("nvswitch", "mesh")
-            and nbytes <= custom_allreduce_max_bytes(len(ranks)))
+            and topology.kernels.custom_allreduce(len(ranks), nbytes))
+
+
+def _quick_reduce_applies(topology, ranks, nbytes) -> bool:
+    return (_one_node(topology, ranks) and topology.fabric in ("nvswitch", "mesh")
+            and topology.kernels.quick_reduce_applies(len(ranks), nbytes))
 
 
 def _nvls_applies(topology, ranks, nbytes) -> bool:
@@ -171,6 +165,17 @@ def build_two_shot(ranks, nbytes, topo) -> Schedule:
     return schedule("two_shot", ranks, nbytes, phases, bb)
 
 
+def build_quick_reduce(ranks, nbytes, topo) -> Schedule:
+    """vLLM's ROCm QuickReduce: a two-shot all-reduce whose transfers carry the codec's bytes
+    (`wire_ratio` per bf16 byte: values plus block scales; csrc/quickreduce/quick_reduce.h
+    AllReduceTwoshot, quick_reduce_impl.cuh)."""
+    n = len(ranks)
+    bb = (nbytes * getattr(topo, "wire_ratio", 1.0) / n,) * n
+    phases = [[transfer(a, ranks[j], (j,), bb, reduce=True) for a in ranks for j in range(n) if a != ranks[j]],
+              [transfer(ranks[j], b, (j,), bb) for j in range(n) for b in ranks if b != ranks[j]]]
+    return schedule("quick_reduce", ranks, nbytes, phases, bb, f"wire ratio {bb[0] * n / nbytes:.3f}")
+
+
 def build_nvls(ranks, nbytes, topo) -> Schedule:
     if not topo.nvls:
         raise ConfigError("nvls needs an NVSwitch with in-switch reduction (dgx-h100, dgx-h200, dgx-b200)")
@@ -236,6 +241,8 @@ ALLREDUCE.register("one_shot", AllReduceAlgorithm(build_one_shot, _custom_applie
                                                   description="vLLM/TRT-LLM one-shot custom kernel"))
 ALLREDUCE.register("two_shot", AllReduceAlgorithm(build_two_shot, _custom_applies, priority=5,
                                                   description="vLLM/TRT-LLM two-shot custom kernel"))
+ALLREDUCE.register("quick_reduce", AllReduceAlgorithm(build_quick_reduce, _quick_reduce_applies, priority=8,
+                                                      description="vLLM ROCm QuickReduce (two-shot, codec on the wire)"))
 # hierarchical streams its phases (NVRAR overlaps the intra-node reduce-scatter with the inter-node
 # exchange, seed 001 / arXiv 2511.09557): slices flow through RS -> RD -> AG like a pipeline
 ALLREDUCE.register("hierarchical", AllReduceAlgorithm(build_hierarchical, _never, family="ring", pipelined=True,

@@ -184,14 +184,15 @@ def _in_protocols(topology, pair, time_fn) -> float:
 
 def pipelined_ring_s(topology, op, n, S, bw_Bps, pair) -> float:
     """One node's pipelined ring in the protocol the tuner picks: min over protocols of
-    base + steps x hop latency + ring bytes / (bw x protocol factor) (NCCL tuning.cc, comm.md 1.3),
-    plus the eager launch cost when there is one."""
+    base + steps x hop latency + ring bytes / (bw x protocol factor at this size's channels)
+    (NCCL tuning.cc, enqueue.cc; comm.md 1.3), plus the eager launch cost when there is one."""
     model = topology.comm
     kinds = topology.kinds_of(topology.path(*pair))
     steps = 2 * (n - 1) if op == "allreduce" else n - 1
     ring_bytes = steps / n * S
+    share = {p: model.channel_fraction("ring", p, S, n, 1) for p in model.protocols}   # channels for this size
     return model.launch_s + min(model.base_latency_s("ring", p) + steps * model.hop_latency_s("ring", p, kinds, False)
-                                + ring_bytes / (bw_Bps * model.bandwidth_factor("ring", p, 1))
+                                + ring_bytes / (bw_Bps * model.bandwidth_factor("ring", p, 1, share[p]))
                                 for p in model.protocols)
 
 

@@ -13,8 +13,9 @@ class TopologyFacts:
 
     def __init__(self, node_of: Callable[[int], int] = lambda r: 0,
                  direct: Callable[[int, int], bool] = lambda a, b: False, nvls: bool = False,
-                 nics_per_node: int = 1):
+                 nics_per_node: int = 1, wire_ratio: float = 1.0):
         self.node_of, self.direct, self.nvls, self.nics_per_node = node_of, direct, nvls, nics_per_node
+        self.wire_ratio = wire_ratio          # bytes on the wire per data byte (QuickReduce's codec)
 
 
 def is_pow2(n: int) -> bool:

@@ -33,6 +33,7 @@ class CommModel:
     launch: str = "graph"
     eager_launch_s: float = 0.0
     ref_busbw_Bps: tuple[float, float] = (0.0, 0.0)    # Simple ring busbw: one node, several nodes
+    channels: tuple[int, int] = (0, 0)                 # the communicator's nChannels: one node, several (0: not modelled)
     extra: Mapping = field(default_factory=dict)
 
     @property
@@ -59,9 +60,11 @@ class CommModel:
             intra = max(intra, overhead)
         return intra
 
-    def bandwidth_factor(self, family: str, proto: str, nodes: int) -> float:
-        """Fraction of link bandwidth; LL on a ring is also capped at llMaxBw (bus bandwidth)."""
-        factor = self.table[family]["bandwidth_factor"][proto]
+    def bandwidth_factor(self, family: str, proto: str, nodes: int, channels: float = 1.0) -> float:
+        """Fraction of link bandwidth with `channels` of the communicator's channels x threads at
+        work (channel_fraction); LL on a ring is then capped at llMaxBw (bus bandwidth), as NCCL's
+        busBw = min(llMaxBw, nChannels x bw x 0.5) (tuning.cc)."""
+        factor = self.table[family]["bandwidth_factor"][proto] * channels
         caps = self.table.get("ll_max_busbw_GBps", {}).get(self.arch)
         if proto == "ll" and caps:
             cap_Bps = caps[0 if nodes == 1 else 1 if nodes == 2 else 2] * 1e9
@@ -69,6 +72,20 @@ class CommModel:
             if ref > 0:
                 factor = min(factor, cap_Bps / ref)
         return factor
+
+    def channel_fraction(self, family: str, proto: str, nbytes: float, nranks: int, nodes: int) -> float:
+        """Share of the communicator's channels x threads that a call of `nbytes` runs on (NCCL
+        enqueue.cc topoGetAlgoInfo; comm_libraries.yaml header)."""
+        full = self.channels[0 if nodes == 1 else 1]
+        threads = self.table.get("threads", {}).get(proto)
+        if not full or not threads:
+            return 1.0
+        threshold = self.table["thread_threshold"][proto] * (nranks if family == "ring" and proto == "ll" else 1)
+        nc = max(1, min(full, int(nbytes // (threads * threshold))))
+        nt = threads
+        while self.table.get("halve_threads") and nbytes < nc * nt * threshold and nt % 128 == 0:
+            nt //= 2
+        return (nc * max(nt, 96)) / (full * threads)      # at least 3 warps (enqueue.cc)
 
     def latency_factor(self, family: str, proto: str, nodes: int, op: str) -> float:
         if family == "ring" and proto == "simple" and nodes > 1 and op == "allreduce":
@@ -82,11 +99,12 @@ def library_tables() -> dict:
 
 
 def comm_model(library: str, arch: str = "", launch: str = "graph", eager_launch_us: float = 0.0,
-               ref_busbw_Bps: tuple[float, float] = (0.0, 0.0)) -> CommModel:
+               ref_busbw_Bps: tuple[float, float] = (0.0, 0.0), channels: tuple[int, int] = (0, 0)) -> CommModel:
     tables = library_tables()
     if library not in tables:
         raise CatalogError(f"unknown communication library {library!r}; known: {', '.join(tables)}")
     if launch not in LAUNCH_MODES:
         raise ConfigError(f"collectives.launch: unknown launch mode {launch!r}; choose one of "
                           f"{', '.join(LAUNCH_MODES)}")
-    return CommModel(library, tables[library], arch, launch, eager_launch_us * 1e-6, ref_busbw_Bps)
+    return CommModel(library, tables[library], arch, launch, eager_launch_us * 1e-6, ref_busbw_Bps,
+                     tuple(int(c) for c in channels))

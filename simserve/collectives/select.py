@@ -8,10 +8,10 @@ This module only says which candidates exist where.
 from __future__ import annotations
 
 from simserve.collectives.algorithms import ALGORITHMS
-from simserve.collectives.allreduce import ALLREDUCE, custom_allreduce_max_bytes
+from simserve.collectives.allreduce import ALLREDUCE
 from simserve.errors import ConfigError
 
-__all__ = ["candidates", "custom_allreduce_max_bytes"]
+__all__ = ["candidates"]
 
 
 def candidates(op: str, topology, ranks, nbytes: float) -> list[str]:

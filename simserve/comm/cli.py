@@ -72,7 +72,8 @@ def _setup(args):
         raise ConfigError(f"topology {spec.name} has {spec.gpus_per_node} GPUs per node; "
                           f"--gpus {args.gpus} over {nodes} node(s) needs {per_node}")
     topo = build_topology(gpu, nodes=nodes, name=spec.name, scale_up_GBps=args.scale_up_GBps,
-                          scale_out_GBps=args.scale_out_GBps, latency_us=args.latency_us, launch=args.launch)
+                          scale_out_GBps=args.scale_out_GBps, latency_us=args.latency_us, launch=args.launch,
+                          kernels=args.kernels, quick_reduce=args.quick_reduce)
     ranks = [node * topo.gpus_per_node + i for node in range(nodes) for i in range(per_node)]
     if args.op == "sendrecv":
         ranks = [ranks[0], ranks[-1]]
@@ -153,6 +154,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--latency-us", dest="latency_us", type=float, default=None)
     p.add_argument("--launch", default="eager", choices=["eager", "graph"],
                    help="eager: a host launch per call, as nccl-tests (default); graph: CUDA graphs")
+    p.add_argument("--kernels", default=None, help="engine-kernel platform (engine_kernels.yaml: vllm-rocm, "
+                   "trtllm, none, ...); default the topology's")
+    p.add_argument("--quick-reduce", default="none", choices=["none", "fp", "int8", "int6", "int4"],
+                   help="vLLM's ROCm QuickReduce codec (default none, as vLLM)")
     p.add_argument("--sweep", default=None, metavar="MIN:MAX", help="sizes MIN, 2 MIN, ... MAX")
     p.add_argument("--json", action="store_true", help="with --sweep: a JSON list instead of a table")
     p.add_argument("--explain", action="store_true",

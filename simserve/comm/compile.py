@@ -20,7 +20,7 @@ from simserve.network.topology import Topology
 
 def facts(topology: Topology) -> algorithms.TopologyFacts:
     return algorithms.TopologyFacts(node_of=topology.node_of, direct=topology.direct, nvls=topology.nvls,
-                                    nics_per_node=topology.nics_per_node)
+                                    nics_per_node=topology.nics_per_node, wire_ratio=topology.kernels.wire_ratio)
 
 
 def family_of(op: str, algo: str) -> tuple[str | None, bool]:

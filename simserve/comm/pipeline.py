@@ -68,7 +68,10 @@ def pipelined(topology, op, algo, ranks, nbytes, family, proto, cache) -> Compil
     edge_list, critical_s, by_kind, touched, reduce_unit, notes = shape
     model = topology.comm
     nodes = len({topology.node_of(r) for r in ranks})
-    factor = model.bandwidth_factor(family, proto, nodes)
+    # the library's own rings and trees run on fewer channels (thread blocks) for smaller messages,
+    # as its enqueue picks them; hierarchical (NVRAR's kernels, not NCCL's) streams on all of them
+    share = model.channel_fraction(family, proto, nbytes, len(ranks), nodes) if algo in ("ring", "tree") else 1.0
+    factor = model.bandwidth_factor(family, proto, nodes, share)
     latency_s = (model.base_latency_s(family, proto) + critical_s) * model.latency_factor(family, proto, nodes, op)
     items = tuple((links, unit * nbytes / factor, 0.0, unit * nbytes) for links, unit in edge_list)
     phase = CompiledPhase(items, reduce_unit * nbytes * topology.reduce_s_per_B)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from simserve.catalog import Gpu
+from simserve.collectives.kernels import engine_kernels
 from simserve.collectives.protocols import comm_model
 from simserve.errors import ConfigError
 
@@ -73,6 +74,8 @@ class Topology:
     _adjacent: Mapping[tuple[int, int], int] = field(default_factory=dict, repr=False, compare=False)
     # the library's protocol tables and the launch mode (collectives.protocols.CommModel)
     comm: object = field(default_factory=lambda: comm_model("nccl"), repr=False, compare=False)
+    # the engine's own all-reduce kernels and their size limits (collectives.kernels.EngineKernels)
+    kernels: object = field(default_factory=lambda: engine_kernels("vllm-cuda-sm90"), repr=False, compare=False)
 
     @property
     def num_gpus(self) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from simserve.catalog import CATALOG_DIR, Gpu, get_hardware, load_catalog_file
+from simserve.collectives.kernels import engine_kernels, kernel_tables
 from simserve.collectives.protocols import comm_model
 from simserve.errors import CatalogError, ConfigError
 from simserve.network.graph import LINK_KINDS, Link, Router, Topology
@@ -55,6 +56,8 @@ class TopologySpec:
     library: str = "nccl"           # comm_libraries.yaml entry: protocol latencies and bandwidths
     arch: str = ""                  # GPU generation key of the library's per-arch caps (sm80, sm90, ...)
     eager_launch_us: float = 0.0    # host launch cost per call without CUDA graphs
+    kernels: str = ""               # engine_kernels.yaml platform; "": vllm-rocm on RCCL, vllm-cuda-<arch> on NCCL
+    channels: tuple = (0, 0)        # the library communicator's nChannels on one node, on several (0: all, always)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -109,13 +112,16 @@ def get_topology_spec(spec: str | Mapping[str, Any]) -> TopologySpec:
 def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = None,
                    name: str | Mapping[str, Any] | None = None, scale_up_GBps: float | None = None,
                    scale_out_GBps: float | None = None, latency_us: float | None = None,
-                   launch: str = "graph", **scale_out_options) -> Topology:
+                   launch: str = "graph", kernels: str | None = None, quick_reduce: str = "none",
+                   **scale_out_options) -> Topology:
     """Wire `nodes` copies of the catalog node `name` (a catalog name, a YAML file or an inline
     dict; default: the GPU's standard node) with its registered fabric, joined by leaf/spine.
 
     Overrides (per GPU, per direction, all its links of that kind together, line rate):
     `scale_up_GBps`, `scale_out_GBps`; `latency_us` replaces the scale-up step latency.
     `launch`: graph | eager (CUDA graphs or a host launch per collective, `collectives.launch`).
+    `kernels`: the engine-kernel platform (engine_kernels.yaml; default the topology's), and
+    `quick_reduce` its QuickReduce codec (`collectives.kernels`, `collectives.quick_reduce`).
     `scale_out_options`: leaf_down_ports, oversubscription, rail_optimized, gpus_per_nic,
     efficiency, step_latency_us.
     """
@@ -152,7 +158,7 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
         if routes else 0.0
     nic_Bps = (scale_out_GBps * 1e9 if scale_out_GBps else gpu.nic_bw_Bps) * so.efficiency
     ref = (scale_up_Bps, min(scale_up_Bps, nic_Bps * gpn / so.gpus_per_nic) if scale_up_Bps else nic_Bps)
-    model = comm_model(spec.library, spec.arch, launch, spec.eager_launch_us, ref)
+    model = comm_model(spec.library, spec.arch, launch, spec.eager_launch_us, ref, tuple(spec.channels))
     return Topology(
         name=spec.name, description=spec.description, gpu=gpu, fabric=spec.fabric, nodes=int(nodes),
         gpus_per_node=gpn, vertex_names=tuple(graph.names), links=tuple(graph.links),
@@ -162,7 +168,17 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
         up_port=tuple(up_port[g] for g in range(num_gpus)) if has_ports else (),
         down_port=tuple(down_port[g] for g in range(num_gpus)) if has_ports else (),
         host_up=host_up, host_down=host_down,
-        _adjacent=adjacent, comm=model)
+        _adjacent=adjacent, comm=model, kernels=engine_kernels(kernels or platform_of(spec), quick_reduce))
+
+
+def platform_of(spec: TopologySpec) -> str:
+    """The engine-kernel platform a topology names, or by default vLLM's for its library and GPU
+    generation (ROCm; CUDA with a per-capability cap table, else CUDA's default max size)."""
+    if spec.kernels:
+        return spec.kernels
+    if spec.library == "rccl":
+        return "vllm-rocm"
+    return f"vllm-cuda-{spec.arch}" if f"vllm-cuda-{spec.arch}" in kernel_tables() else "vllm-cuda"
 
 
 def _wire_host_memory(graph, gpu: Gpu, nodes: int, gpn: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -206,15 +222,16 @@ def _scale_out(spec: TopologySpec, options: Mapping[str, Any], gpn: int) -> Scal
     return so
 
 
-def topology_for_cluster(cluster, launch: str = "graph") -> Topology:
+def topology_for_cluster(cluster, launch: str = "graph", kernels: str | None = None,
+                         quick_reduce: str = "none") -> Topology:
     """Build from a config's `cluster` section (attributes hardware, nodes, gpus_per_node, topology,
-    links {scale_up_GBps, scale_out_GBps, latency_us}, scale_out {options}); `launch` is the
-    config's `collectives.launch`."""
+    links {scale_up_GBps, scale_out_GBps, latency_us}, scale_out {options}); `launch`, `kernels`
+    and `quick_reduce` are the config's `collectives` fields."""
     links = getattr(cluster, "links", None)
     return build_topology(
         get_hardware(cluster.hardware), nodes=cluster.nodes, gpus_per_node=cluster.gpus_per_node,
         name=getattr(cluster, "topology", None),
         scale_up_GBps=getattr(links, "scale_up_GBps", None),
         scale_out_GBps=getattr(links, "scale_out_GBps", None),
-        latency_us=getattr(links, "latency_us", None), launch=launch,
-        **dict(getattr(cluster, "scale_out", None) or {}))
+        latency_us=getattr(links, "latency_us", None), launch=launch, kernels=kernels,
+        quick_reduce=quick_reduce, **dict(getattr(cluster, "scale_out", None) or {}))
