@@ -75,6 +75,8 @@ POINTS = [
      "NVIDIA/nccl-tests#290: 46-48 GB/s per NDR NIC; scale-out efficiency 0.94 fitted to it"),
     ("4x8 H100", "h100-sxm", 4, 32, "allreduce", "auto", GiB, "busbw_GBps", 366.0, "held-out",
      "issue 12: NCCL on 4 nodes x 8 H100, 8 NDR NICs each"),
+    ("8x H800", "h800", 1, 8, "allreduce", "ring", GiB, "busbw_GBps", 160.0, "held-out",
+     "DeepSeek-V3 technical report (arXiv 2412.19437) 3.2.2: H800 'NVLink offers a bandwidth of 160 GB/s'"),
 ] + [
     ("4x H100", "h100-sxm", 1, 4, "allreduce", "auto", size, "time_us", us, "held-out", _SWEEP_4X_H100)
     for size, us in ((64 * KiB, 24.56), (256 * KiB, 26.80), (MiB, 28.06), (4 * MiB, 45.05), (16 * MiB, 104.4),

@@ -168,14 +168,14 @@ def build_topology(gpu: Gpu | str, nodes: int = 1, gpus_per_node: int | None = N
         up_port=tuple(up_port[g] for g in range(num_gpus)) if has_ports else (),
         down_port=tuple(down_port[g] for g in range(num_gpus)) if has_ports else (),
         host_up=host_up, host_down=host_down,
-        _adjacent=adjacent, comm=model, kernels=engine_kernels(kernels or platform_of(spec), quick_reduce))
+        _adjacent=adjacent, comm=model, kernels=engine_kernels(platform_of(spec, kernels), quick_reduce))
 
 
-def platform_of(spec: TopologySpec) -> str:
-    """The engine-kernel platform a topology names, or by default vLLM's for its library and GPU
-    generation (ROCm; CUDA with a per-capability cap table, else CUDA's default max size)."""
-    if spec.kernels:
-        return spec.kernels
+def platform_of(spec: TopologySpec, asked: str | None = None) -> str:
+    """The engine-kernel platform asked for, else the one the topology names, else vLLM's for its
+    library and GPU generation (ROCm; CUDA with a per-capability cap table, else CUDA's default)."""
+    if asked or spec.kernels:
+        return asked or spec.kernels
     if spec.library == "rccl":
         return "vllm-rocm"
     return f"vllm-cuda-{spec.arch}" if f"vllm-cuda-{spec.arch}" in kernel_tables() else "vllm-cuda"
