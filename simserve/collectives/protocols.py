@@ -80,12 +80,23 @@ class CommModel:
         threads = self.table.get("threads", {}).get(proto)
         if not full or not threads:
             return 1.0
-        threshold = self.table["thread_threshold"][proto] * (nranks if family == "ring" and proto == "ll" else 1)
-        nc = max(1, min(full, int(nbytes // (threads * threshold))))
+        nc, _ = self.channels_used(family, proto, nbytes, nranks, nodes)
+        threshold = self._thread_threshold(family, proto, nranks)
         nt = threads
         while self.table.get("halve_threads") and nbytes < nc * nt * threshold and nt % 128 == 0:
             nt //= 2
         return (nc * max(nt, 96)) / (full * threads)      # at least 3 warps (enqueue.cc)
+
+    def _thread_threshold(self, family: str, proto: str, nranks: int) -> float:
+        return self.table["thread_threshold"][proto] * (nranks if family == "ring" and proto == "ll" else 1)
+
+    def channels_used(self, family: str, proto: str, nbytes: float, nranks: int, nodes: int) -> tuple[int, int]:
+        """(channels a call of `nbytes` runs on, the communicator's channels); (0, 0) unmodelled."""
+        full = self.channels[0 if nodes == 1 else 1]
+        threads = self.table.get("threads", {}).get(proto)
+        if not full or not threads:
+            return 0, 0
+        return max(1, min(full, int(nbytes // (threads * self._thread_threshold(family, proto, nranks))))), full
 
     def latency_factor(self, family: str, proto: str, nodes: int, op: str) -> float:
         if family == "ring" and proto == "simple" and nodes > 1 and op == "allreduce":

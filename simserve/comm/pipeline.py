@@ -70,21 +70,28 @@ def pipelined(topology, op, algo, ranks, nbytes, family, proto, cache) -> Compil
     nodes = len({topology.node_of(r) for r in ranks})
     # the library's own rings and trees run on fewer channels (thread blocks) for smaller messages,
     # as its enqueue picks them; hierarchical (NVRAR's kernels, not NCCL's) streams on all of them
-    share = model.channel_fraction(family, proto, nbytes, len(ranks), nodes) if algo in ("ring", "tree") else 1.0
+    lib = algo in ("ring", "tree")
+    share = model.channel_fraction(family, proto, nbytes, len(ranks), nodes) if lib else 1.0
     factor = model.bandwidth_factor(family, proto, nodes, share)
     latency_s = (model.base_latency_s(family, proto) + critical_s) * model.latency_factor(family, proto, nodes, op)
     items = tuple((links, unit * nbytes / factor, 0.0, unit * nbytes) for links, unit in edge_list)
     phase = CompiledPhase(items, reduce_unit * nbytes * topology.reduce_s_per_B)
-    # every flow starts at t = 0, so the max-min rates do not depend on the size and the phase's
-    # idle time is linear in it: cost the unit phase once per shape and seed the phase memo
-    unit_key = (key, factor)
+    # every flow starts at t = 0, so the max-min rates do not depend on the bytes and the phase's
+    # idle time is linear in them: cost the unit phase once per shape (at the protocol's full link
+    # rate) and seed the phase memo with its time scaled by the size and this size's factor
     unit_memo = cache.table("unit_phase")
-    unit_s = unit_memo.get(unit_key)
+    unit_s = unit_memo.get(key)
     if unit_s is None:
-        unit_s = idle_phase_s(tuple((links, unit / factor, 0.0) for links, unit in edge_list),
+        unit_s = idle_phase_s(tuple((links, unit, 0.0) for links, unit in edge_list),
                               [link.bw_Bps for link in topology.links])
-        unit_memo[unit_key] = unit_s
-    cache.table("idle_phase")[items] = unit_s * nbytes
+        unit_memo[key] = unit_s
+    cache.table("idle_phase")[items] = unit_s * nbytes / factor
     return CompiledSchedule(op, algo, latency_s + model.launch_s, (phase,), touched,
                             {k: v * nbytes for k, v in by_kind.items()}, sum(u for _, u in edge_list) * nbytes,
-                            protocol=proto, notes=f"{proto}; {notes}")
+                            protocol=proto, notes=f"{proto}; {notes}" + (_channels_note(model, family, proto, nbytes,
+                                                                                    len(ranks), nodes) if lib else ""))
+
+
+def _channels_note(model, family, proto, nbytes, nranks, nodes) -> str:
+    used, full = model.channels_used(family, proto, nbytes, nranks, nodes)
+    return f"; {used} of {full} library channels" if full else ""
