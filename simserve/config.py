@@ -30,12 +30,6 @@ def allreduce_choices() -> tuple[str, ...]:
     return ("auto",) + ALLREDUCE.names()
 
 
-def kernel_platforms() -> tuple[str, ...]:
-    """`collectives.kernels` values: the platforms of catalog/engine_kernels.yaml."""
-    from simserve.collectives.kernels import kernel_tables
-    return tuple(kernel_tables())
-
-
 # Upper bounds on sizes, and why: a value beyond them is a typo or would run for hours, so it is
 # refused at once with the reason (format_validation_error appends LIMIT_REASONS[field]).
 MAX_GPUS_PER_GROUP = 4096       # tp, pp, dp, ep: the largest cluster the flow network builds quickly
@@ -110,15 +104,10 @@ class ParallelismConfig(Strict):
 class CollectivesConfig(Strict):
     allreduce: str = "auto"
     alltoall: Literal["auto", "direct", "pairwise"] = "direct"   # MoE dispatch/combine (NCCL/DeepEP send to all peers at once)
-    # graph: CUDA graphs (serving engines replay their steps; only the library's own latency);
-    # eager: a host launch per collective on top (nccl-tests' default; topologies.yaml eager_launch_us)
-    launch: Literal["graph", "eager"] = "graph"
+    launch: Literal["graph", "eager"] = "graph"   # CUDA graphs, or a host launch per call (topologies.yaml eager_launch_us)
     sync_point_drop: float = Field(0.0, ge=0, le=1)   # layers without their attention all-reduce (SPD)
-    # the engine's own all-reduce kernels and their size limits (catalog/engine_kernels.yaml):
-    # null: the topology's platform (vLLM's on CUDA or ROCm); trtllm; none (the library only)
-    kernels: Optional[str] = None
-    # vLLM's ROCm QuickReduce codec (VLLM_ROCM_QUICK_REDUCE_QUANTIZATION; off by default, as in vLLM)
-    quick_reduce: Literal["none", "fp", "int8", "int6", "int4"] = "none"
+    kernels: Optional[str] = None   # engine all-reduce kernels (engine_kernels.yaml); null: the topology's
+    quick_reduce: Literal["none", "fp", "int8", "int6", "int4"] = "none"   # vLLM ROCm QuickReduce codec
 
     @model_validator(mode="after")
     def _known(self):
@@ -126,9 +115,6 @@ class CollectivesConfig(Strict):
         if self.allreduce not in choices:
             raise ValueError(f"unknown all-reduce algorithm {self.allreduce!r}; choose one of "
                              f"{', '.join(choices)}")
-        platforms = kernel_platforms()
-        if self.kernels is not None and self.kernels not in platforms:
-            raise ValueError(f"unknown kernels platform {self.kernels!r}; choose one of {', '.join(platforms)}")
         return self
 
 
