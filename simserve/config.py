@@ -187,10 +187,10 @@ class EngineConfig(Strict):
     # inline dict (`base:` a catalog runtime whose fields it overrides)
     # default vllm-v1: the engine most deployments run; `ideal` is kernels and collectives only
     runtime: Union[str, dict[str, Any]] = "vllm-v1"
-    # communication overlapped with compute: none; pipeline_sends (a prompt's chunks stream through
-    # the pipeline, each stage's send overlapping its next chunk); tp_comm (two-batch overlap: one
-    # half-batch's TP all-reduces under the other half's compute, as SGLang and TensorRT-LLM do)
-    overlap: Literal["none", "pipeline_sends", "tp_comm"] = "none"
+    # communication overlapped with compute: none; tp_comm (two-batch overlap: one half-batch's TP
+    # all-reduces under the other half's compute, as SGLang and TensorRT-LLM do). pipeline_sends
+    # (chunks streaming through a pipeline) is not on this build: refused until it is implemented
+    overlap: Literal["none", "tp_comm"] = "none"
 
 
 class PoolConfig(Strict):
@@ -254,8 +254,6 @@ class SimConfig(Strict):
             raise ValueError("engine.overlap=tp_comm needs parallelism.tp > 1 (no TP all-reduce to overlap)")
         if overlap == "tp_comm" and par.cp > 1:
             raise ValueError("engine.overlap=tp_comm with parallelism.cp > 1 is not modelled yet")
-        if overlap == "pipeline_sends" and par.pp == 1 and self.disaggregation is None:
-            raise ValueError("engine.overlap=pipeline_sends needs parallelism.pp > 1 (no pipeline sends)")
         return self
 
     @model_validator(mode="after")

@@ -121,6 +121,8 @@ CASES = [
     ("gpu-util-nan", cfg("engine: {gpu_memory_utilization: .nan}\n"), RUN, ["gpu_memory_utilization"]),
     ("gpu-util-above-1", cfg("engine: {gpu_memory_utilization: 1.5}\n"), RUN, ["gpu_memory_utilization"]),
     ("reserved-inf", cfg("engine: {reserved_GiB: .inf}\n"), RUN, ["reserved_GiB"]),
+    ("overlap-pipeline-sends-unbuilt", cfg("engine: {overlap: pipeline_sends}\nparallelism: {pp: 2}\n"), RUN,
+     ["engine.overlap"]),
     ("reserved-negative", cfg("engine: {reserved_GiB: -1}\n"), RUN, ["reserved_GiB"]),
     ("watermark-one", cfg("engine: {kv_watermark: 1}\n"), RUN, ["kv_watermark"]),
     ("block-size-huge", cfg("engine: {block_size: 1000000}\n"), RUN, ["engine.block_size"]),

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simserve.catalog import CATALOG_DIR
+from simserve.catalog import CATALOG_DIR, get_hardware
 
 MEASURED = CATALOG_DIR / "profiles" / "h200" / "host_copies.csv"
-MEASURED_LINE_RATE_Bps = 64.0e9      # the H200's PCIe Gen5 x16 per direction (hardware.yaml pcie_bw_Bps)
+MEASURED_ON = "h200"                 # the GPU the table was measured on: its catalog PCIe line rate
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ def _rows(path: Path) -> list[dict]:
 def host_copy_fit(path: Path = MEASURED) -> HostCopyFit:
     """Least squares of per-copy time on (1, bytes) per direction; every third size is held out."""
     rows = _rows(path)
+    line_rate = get_hardware(MEASURED_ON).pcie_bw_Bps
     overheads, effs, errors = [], [], []
     for direction in ("h2d", "d2h"):
         pts = sorted((int(r["nbytes"]), float(r["per_copy_s"])) for r in rows if r["direction"] == direction)
@@ -54,7 +55,7 @@ def host_copy_fit(path: Path = MEASURED) -> HostCopyFit:
         # relative least squares: every size weighs the same, small copies are what swaps issue
         (a, inv_bw), *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
         overheads.append(float(a))
-        effs.append(1.0 / float(inv_bw) / MEASURED_LINE_RATE_Bps)
+        effs.append(1.0 / float(inv_bw) / line_rate)
         errors += [abs((a + b * inv_bw) / t - 1) for b, t in held]
     return HostCopyFit(float(np.mean(overheads)), float(np.mean(effs)), tuple(errors))
 
