@@ -247,3 +247,17 @@ def test_plan_yaml_with_cli_overrides(tmp_path):
     table = pd.read_csv(tmp_path / "out" / "plan.csv")
     assert list(table.status) == ["infeasible", "infeasible"] and set(table.binding_metric) == {"tpot_p99"}
     assert pd.read_csv(tmp_path / "out" / "probes.csv").empty
+
+
+def test_layouts_serving_the_same_requests_within_the_slo_tie_exactly():
+    """Two probes at one offered rate in which the same 97 of 100 requests meet the SLO, but whose
+    runs end at different times (each summary rate divides by its own span): the goodput at the
+    offered rate must be the same number, so the ranking's tie-breaks (cost, replica size) decide,
+    not the last bits of two spans."""
+    def probe(span):
+        return {"rate": 31.5, "num_requests": 100, "num_completed": 100,
+                "throughput_requests_per_s": 100 / span, "goodput_requests_per_s": 97 / span,
+                "throughput_output_tokens_per_s": 12800 / span}
+    spans = (3.1748, 3.1748 * (1 + 3e-16), 3.2 + 1e-13)
+    goodputs = {at_rate(probe(s))[0] for s in spans}
+    assert goodputs == {31.5 * 97 / 100}

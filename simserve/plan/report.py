@@ -80,9 +80,12 @@ def at_rate(probe: dict) -> tuple[float, float]:
     rps = float(probe["throughput_requests_per_s"] or 0)
     if not n or not rps:
         return 0.0, 0.0
-    completed_rate = probe["rate"] * done / n
-    return (completed_rate * float(probe["goodput_requests_per_s"]) / rps,
-            completed_rate * float(probe["throughput_output_tokens_per_s"]) / rps)
+    # both summary rates divide by the same span, so their ratio is the count of requests within
+    # the SLO over those completed: recovered as the integer it is, so that two layouts serving
+    # the same requests within the SLO tie exactly (their spans differ in the last bits)
+    good = round(float(probe["goodput_requests_per_s"]) / rps * done)
+    return (probe["rate"] * good / n,
+            probe["rate"] * done / n * float(probe["throughput_output_tokens_per_s"]) / rps)
 
 
 def _binding_at(search, k):
