@@ -94,11 +94,16 @@ def main() -> None:
     parser.add_argument("--file", type=Path, default=DIGESTS)
     args = parser.parse_args()
     found = compute_all(verbose=True, digits=args.digits)
-    if args.update:
-        args.file.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
-    known = json.loads(args.file.read_text()) if args.file.exists() else {}
+    known = json.loads(args.file.read_text()) if args.file.exists() else {}   # before any rewrite
     for key, value in found.items():
-        print(f"{key:40s} {'same' if known.get(key) == value else 'CHANGED'}")
+        state = "same" if known.get(key) == value else ("new" if key not in known else "CHANGED")
+        print(f"{key:40s} {state}")
+    for key in sorted(set(known) - set(found)):
+        print(f"{key:40s} gone")
+    if args.update:
+        tmp = args.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+        tmp.replace(args.file)
 
 
 if __name__ == "__main__":
