@@ -1,9 +1,10 @@
 """`fast` equals `exact` for every step kind a played plan has (issue 12 part 6), where two replicas'
-stages share links: a dense stage's all-reduces interleaved with its compute slices, and an MoE
-stage's all-to-alls. Two TP2 / EP2 groups, (0, 8) and (1, 9), cross two nodes through the same pair
-of NICs (two GPUs per NIC), started at offsets that land the second group's traffic in the first
-one's compute slices, in its collectives, and after it. Tolerance 1e-9 relative: the two fidelities
-play the same model and differ only in float summation order (DESIGN.md 2)."""
+stages share links: a dense stage's all-reduces interleaved with its compute slices, an MoE
+stage's all-to-alls, a two-batch overlap step (TwoBatch) and a ring-attention prefill (RingPass).
+Two TP2 / EP2 / CP2 groups, (0, 8) and (1, 9), cross two nodes through the same pair of NICs (two
+GPUs per NIC), started at offsets that land the second group's traffic in the first one's compute
+slices, in its collectives, and after it. Tolerance 1e-9 relative: the two fidelities play the same
+model and differ only in float summation order (DESIGN.md 2)."""
 import numpy as np
 import pytest
 import simpy
@@ -14,6 +15,8 @@ from simserve.cost import BatchStats, Precision, Shard
 from simserve.cost.moe import ExpertRouter, MoeLayout, place_experts
 from simserve.engine.executor import Executor
 from simserve.iteration.build import DensePlanner, MoePlanner
+from simserve.iteration.context import ContextParallelPlanner
+from simserve.iteration.overlap import OverlapPlanner
 from simserve.network.flows import Network
 from simserve.network.topology import build_topology
 
@@ -26,6 +29,23 @@ def _dense_plans(tokens):
     model = get_model("llama-3.1-8b")
     shard = Shard(tp=2, num_layers=3, first_stage=True, last_stage=True)
     return [DensePlanner(model, shard, Precision(), H100, g, "auto").plan(BatchStats.of([(tokens, 0)]))
+            for g in GROUPS]
+
+
+def _overlap_plans(tokens):
+    """engine.overlap=tp_comm: a TwoBatch step (two half-batches, one's all-reduce beside the other's
+    compute) of a chunk and 16 decodes."""
+    model = get_model("llama-3.1-8b")
+    shard = Shard(tp=2, num_layers=3, first_stage=True, last_stage=True)
+    batch = BatchStats.of([(tokens, 0)], [1024] * 16)
+    return [OverlapPlanner(model, shard, Precision(), H100, g, "auto").plan(batch) for g in GROUPS]
+
+
+def _ring_plans(tokens):
+    """parallelism.cp=2: a prefill's ring attention (RingPass: each K/V pass beside its block)."""
+    model = get_model("llama-3.1-8b")
+    shard = Shard(tp=1, num_layers=3, first_stage=True, last_stage=True)
+    return [ContextParallelPlanner(model, shard, Precision(), H100, g, 2, "auto").plan(BatchStats.of([(tokens, 0)]))
             for g in GROUPS]
 
 
@@ -75,6 +95,18 @@ def test_interleaved_all_reduces_fast_equals_exact_on_a_shared_nic(tokens, offse
     _assert_same(_dense_plans(tokens), (0.0, offset_s))
 
 
+@pytest.mark.parametrize("tokens", [64, 4096])
+@pytest.mark.parametrize("offset_s", [0.0, 13e-6, 170e-6, 2e-3])
+def test_two_batch_overlap_fast_equals_exact_on_a_shared_nic(tokens, offset_s):
+    _assert_same(_overlap_plans(tokens), (0.0, offset_s))
+
+
+@pytest.mark.parametrize("tokens", [2048, 16384])
+@pytest.mark.parametrize("offset_s", [0.0, 13e-6, 170e-6, 2e-3])
+def test_ring_attention_fast_equals_exact_on_a_shared_nic(tokens, offset_s):
+    _assert_same(_ring_plans(tokens), (0.0, offset_s))
+
+
 @pytest.mark.parametrize("tokens,seed", [(64, 1), (2048, 5)])
 @pytest.mark.parametrize("offset_s", [0.0, 9e-6, 95e-6, 1e-3])
 def test_moe_all_to_alls_fast_equals_exact_on_a_shared_nic(tokens, seed, offset_s):
@@ -89,7 +121,8 @@ def test_shared_nic_slows_the_interleaved_stage():
     assert together[0][2] > alone[0][2] * 1.01
 
 
-@pytest.mark.parametrize("make", [lambda: _dense_plans(4096), lambda: _moe_plans(2048, 5)], ids=["dense", "moe"])
+@pytest.mark.parametrize("make", [lambda: _dense_plans(4096), lambda: _moe_plans(2048, 5), lambda: _overlap_plans(4096)],
+                         ids=["dense", "moe", "two-batch"])
 def test_the_shared_case_replays_and_plays(make):
     """Where the second group starts inside the first one's iteration, `fast` both replays (its
     lone stretches) and plays (where the two meet): the equality above is not fast playing

@@ -13,7 +13,6 @@ combine).
 """
 from __future__ import annotations
 
-from simserve.iteration.overlap import two_batch_s
 from simserve.iteration.price import IdleNetwork, straggler_s
 from simserve.iteration.steps import AllToAll, Collective, Compute, Experts, Host, Interleaved, IterationPlan, RingPass, TwoBatch
 
@@ -107,65 +106,52 @@ class Executor:
         spent["alltoall"] += self.env.now - t0
 
     def _two_batch(self, step: TwoBatch, spent: dict):
-        """Two-batch overlap (simserve.iteration.overlap): `exact` runs the compute stream and the
-        communication stream as two processes in the module's order; `fast` plays the 2n
-        collectives back to back and then waits what the order adds on top of them (equal on an
-        idle network). Only the time the collectives add beyond the compute is booked as theirs."""
+        """Two-batch overlap (simserve.iteration.overlap): the compute stream and the communication
+        stream as two processes in the module's order, in both fidelities. Each collective goes
+        through the Communicator, so `fast` replays it while its links are idle and plays it where
+        traffic reaches them; playing the 2n collectives back to back instead would put them on
+        the links at other times than `exact` does, and differ wherever a plan is played (its
+        links shared). Only the time the collectives add beyond the compute is booked as theirs."""
         env, coll = self.env, step.collective
         n = coll.count
         slice_s = step.compute_s / (n + 1)
         t0 = env.now
         scratch = dict.fromkeys(COMM_KINDS, 0.0)
         one = Collective(coll.op, coll.groups, coll.nbytes, coll.algorithm, 1)
-        if self.fidelity == "exact":
-            done = {(h, k): env.event() for h in range(2) for k in range(n + 1)}      # compute slice ends
-            sent = {(h, k): env.event() for h in range(2) for k in range(n)}          # collective ends
+        done = {(h, k): env.event() for h in range(2) for k in range(n + 1)}      # compute slice ends
+        sent = {(h, k): env.event() for h in range(2) for k in range(n)}          # collective ends
 
-            def compute():
-                for k in range(n + 1):
-                    for h in range(2):
-                        if k:
-                            yield sent[(h, k - 1)]
-                        yield env.timeout(slice_s)
-                        done[(h, k)].succeed()
+        def compute():
+            for k in range(n + 1):
+                for h in range(2):
+                    if k:
+                        yield sent[(h, k - 1)]
+                    yield env.timeout(slice_s)
+                    done[(h, k)].succeed()
 
-            def communicate():
-                for k in range(n):
-                    for h in range(2):
-                        yield done[(h, k)]
-                        yield from self._collective(one, scratch)
-                        sent[(h, k)].succeed()
+        def communicate():
+            for k in range(n):
+                for h in range(2):
+                    yield done[(h, k)]
+                    yield from self._collective(one, scratch)
+                    sent[(h, k)].succeed()
 
-            yield env.all_of([env.process(compute()), env.process(communicate())])
-        else:
-            yield from self._collective(Collective(coll.op, coll.groups, coll.nbytes, coll.algorithm, 2 * n), scratch)
-            comm_s = (env.now - t0) / (2 * n)
-            rest = two_batch_s(slice_s, comm_s, n) - (env.now - t0)
-            if rest > 0:
-                yield env.timeout(rest)
+        yield env.all_of([env.process(compute()), env.process(communicate())])
         spent[coll.op] += max(0.0, env.now - t0 - 2 * step.compute_s)
 
     def _ring(self, step: RingPass, spent: dict):
         """Ring attention: each K/V pass runs beside the block compute it overlaps; only what the
-        compute does not hide is booked as all-to-all. `exact` plays every layer's every pass; `fast`
-        plays the passes back to back beside the blocks' compute (equal on an idle network, as all
-        passes of a plan are the same)."""
+        compute does not hide is booked as all-to-all. Every layer's every pass is its own
+        all-to-all in both fidelities (`fast` replays each while its links are idle): passes played
+        back to back would meet other traffic at other times than `exact`'s."""
         env = self.env
         program = self.idle.alltoall(step.transfer)[1]
         scratch = {"alltoall": 0.0}
         t0 = env.now
-        if self.fidelity == "exact":
-            for _ in range(step.count):
-                for _ in range(step.steps):
-                    yield env.all_of([env.timeout(step.compute_s), env.process(self._alltoall(program, scratch))])
-                yield env.timeout(step.compute_s)
-        elif step.steps:
-            passes = step.count * step.steps
-            yield env.all_of([env.timeout(passes * step.compute_s),
-                              env.process(self._alltoall(program, scratch, passes))])
-            yield env.timeout(step.count * step.compute_s)
-        else:
-            yield env.timeout(step.count * step.compute_s)
+        for _ in range(step.count):
+            for _ in range(step.steps):
+                yield env.all_of([env.timeout(step.compute_s), env.process(self._alltoall(program, scratch))])
+            yield env.timeout(step.compute_s)
         spent["alltoall"] += env.now - t0 - step.count * (step.steps + 1) * step.compute_s
 
     def charge(self, charges, iterations: int = 1) -> None:
