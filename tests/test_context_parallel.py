@@ -3,18 +3,15 @@ transfers hidden under compute."""
 from __future__ import annotations
 
 import pytest
-import simpy
 from hypothesis import given, settings, strategies as st
 
 from simserve import simulate
 from simserve.catalog import get_hardware, get_model
-from simserve.comm import Communicator
 from simserve.cost import BatchStats, Precision, Shard
-from simserve.engine.executor import Executor
 from simserve.iteration import IdleNetwork, price
 from simserve.iteration.context import ContextParallelPlanner
-from simserve.network.flows import Network
 from simserve.network.topology import build_topology
+from tests.playing import play_alone
 
 H100 = get_hardware("h100-sxm")
 MODEL = get_model("llama-3.1-8b")
@@ -25,14 +22,6 @@ def _planner(tp, cp, layers=None, topo=None):
                                   tuple(range(tp * cp)), cp, "auto")
 
 
-def _played(topology, plan, fidelity):
-    env = simpy.Environment()
-    comm = Communicator(env, Network(env, topology), fidelity)
-    proc = env.process(Executor(env, comm, fidelity).play(plan))
-    env.run()
-    return env.now, proc.value
-
-
 @settings(max_examples=15, deadline=None)
 @given(tp=st.sampled_from([1, 2]), cp=st.sampled_from([2, 4]), layers=st.integers(1, 3),
        chunk=st.integers(1, 20000), cached=st.integers(0, 8000), decodes=st.lists(st.integers(1, 8000), max_size=8),
@@ -40,7 +29,7 @@ def _played(topology, plan, fidelity):
 def test_context_parallel_price_equals_played_duration(tp, cp, layers, chunk, cached, decodes, fidelity):
     topo = build_topology(H100, nodes=1, name="dgx-h100")
     plan = _planner(tp, cp, layers).plan(BatchStats.of([(chunk, cached)], decodes))
-    played, split = _played(topo, plan, fidelity)
+    played, split = play_alone(topo, plan, fidelity)
     priced = price(plan, IdleNetwork(topo))
     # the same arithmetic on an idle network (DESIGN.md section 7): equal to rounding
     assert abs(played - priced.total) <= 1e-9 * priced.total

@@ -2,31 +2,20 @@
 from __future__ import annotations
 
 import pytest
-import simpy
 from hypothesis import given, settings, strategies as st
 
 from simserve import simulate
 from simserve.catalog import get_hardware, get_model
-from simserve.comm import Communicator
 from simserve.cost import BatchStats, Precision, Shard
-from simserve.engine.executor import Executor
 from simserve.errors import ConfigError
 from simserve.iteration import IdleNetwork, price
 from simserve.iteration.overlap import OverlapPlanner, two_batch_s
-from simserve.network.flows import Network
 from simserve.network.topology import build_topology
+from tests.playing import play_alone
 from simserve.world import build_world
 
 H100 = get_hardware("h100-sxm")
 MODEL = get_model("llama-3.1-8b")
-
-
-def _played(topology, plan, fidelity):
-    env = simpy.Environment()
-    comm = Communicator(env, Network(env, topology), fidelity)
-    proc = env.process(Executor(env, comm, fidelity).play(plan))
-    env.run()
-    return env.now, proc.value
 
 
 def test_two_batch_order_in_closed_form():
@@ -45,7 +34,7 @@ def test_two_batch_price_equals_played_duration(tp, layers, decodes, chunk, fide
     topo = build_topology(H100, nodes=1, name="dgx-h100", scale_up_GBps=scale_up)
     planner = OverlapPlanner(MODEL, Shard(tp=tp, num_layers=layers), Precision(), H100, tuple(range(tp)), "auto")
     plan = planner.plan(BatchStats.of([(chunk, 0)] if chunk else [], decodes))
-    played, split = _played(topo, plan, fidelity)
+    played, split = play_alone(topo, plan, fidelity)
     priced = price(plan, IdleNetwork(topo))
     # the same order and the same collective times on an idle network: equal to rounding
     assert abs(played - priced.total) <= 1e-9 * priced.total
