@@ -165,15 +165,13 @@ class SchedulerConfig(Strict):
     prefix_caching: bool = False        # vLLM automatic prefix caching (simserve.kvcache.prefix)
     speculative: Optional[SpeculativeConfig] = None
 
-    @field_validator("policy")
-    @classmethod
-    def _policy(cls, name):
-        return _registered(POLICIES, name)
+    # vLLM V0 --preemption-mode (simserve.scheduler.swap; null: the runtime's)
+    preemption: Optional[Literal["recompute", "swap"]] = None
 
-    @field_validator("admission")
+    @field_validator("policy", "admission")
     @classmethod
-    def _admission(cls, name):
-        return _registered(ADMISSIONS, name)
+    def _registered_name(cls, name, info):
+        return _registered(POLICIES if info.field_name == "policy" else ADMISSIONS, name)
 
 
 class EngineConfig(Strict):
@@ -181,6 +179,7 @@ class EngineConfig(Strict):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # vLLM default
     reserved_GiB: float = Field(1.5, ge=0, le=1e6)   # CUDA context, NCCL buffers, CUDA graphs (vLLM's non-torch memory)
     kv_watermark: float = Field(0.01, ge=0, lt=1)           # vLLM default
+    swap_space_GiB: Optional[float] = Field(None, ge=0, le=1e6)   # host KV swap space per GPU (null: the runtime's)
     coalesce_decode: bool = True             # advance unchanging decode runs as one event (exact)
     # how the serving engine spends host time and runs kernels: a catalog runtime
     # (simserve/catalog/runtimes: vllm-v1, vllm-v0, sglang, trtllm, ideal), a YAML file, or an

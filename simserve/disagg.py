@@ -25,7 +25,7 @@ from simserve.engine.disagg import KvHandoff, PrefillReplica, kv_shares
 from simserve.engine.env import SimEnvironment
 from simserve.engine.timeline import Timeline
 from simserve.errors import ConfigError
-from simserve.layout import check_layout
+from simserve.layout import check_layout, swap_preemption
 from simserve.metrics import distribution
 from simserve.network.flows import Network
 from simserve.network.topology import topology_for_cluster
@@ -86,6 +86,7 @@ def build_disaggregated(cfg: SimConfig, model, wall_start: float) -> World:
     if model.moe is not None:
         raise ConfigError(f"disaggregation: {model.name} is a mixture-of-experts model; disaggregated MoE "
                           f"pools are not modelled yet")
+    swap_preemption(cfg, model)         # refused with disaggregation (the pools' configs do not say so)
     configs = {name: pool_config(cfg, name) for name in ("prefill", "decode")}
     for pc in configs.values():
         check_layout(pc, model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from simserve.catalog import ModelCard
 from simserve.config import SimConfig
+from simserve.engine.swap import swap_settings
 from simserve.errors import ConfigError
 
 
@@ -75,8 +76,23 @@ def _tp_divides_experts(cfg: SimConfig, model: ModelCard) -> None:
         raise ConfigError(f"tp={par.tp} does not divide {model.name}'s shared-expert width")
 
 
+def swap_preemption(cfg: SimConfig, model: ModelCard) -> None:
+    """Swap preemption is modelled for one-stage dense replicas without the techniques that share or
+    move KV blocks otherwise; anything else is one line."""
+    if swap_settings(cfg)[0] != "swap":
+        return
+    par, sc = cfg.parallelism, cfg.scheduler
+    for what, on in (("parallelism.pp > 1", par.pp > 1), ("parallelism.cp > 1", par.cp > 1),
+                     ("scheduler.prefix_caching", sc.prefix_caching), ("disaggregation", cfg.disaggregation is not None),
+                     ("scheduler.speculative", sc.speculative), ("scheduler.policy static", sc.policy == "static"),
+                     (f"a mixture-of-experts model ({model.name})", model.moe is not None)):
+        if on:
+            raise ConfigError(f"scheduler.preemption=swap with {what} is not modelled yet "
+                              f"(use scheduler.preemption: recompute)")
+
+
 RULES = (_cp_supported, _tp_comm_dense, _ep_needs_moe, _tp_divides_heads, _tp_divides_ffn, _moe_stage_split, _ep_multiple_of_tp,
-         _ep_divides_experts, _tp_divides_experts)
+         _ep_divides_experts, _tp_divides_experts, swap_preemption)
 
 
 def check_layout(cfg: SimConfig, model: ModelCard) -> None:

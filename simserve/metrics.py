@@ -10,8 +10,10 @@ import math
 import numpy as np
 import pandas as pd
 
-# `host`: the GPUs wait for the engine's CPU work (scheduling, input preparation, sampling)
-TIME_KINDS = ("compute", "allreduce", "allgather", "reducescatter", "alltoall", "p2p", "bubble", "host")
+# `host`: the GPUs wait for the engine's CPU work (scheduling, input preparation, sampling);
+# `swap`: they wait for KV copies to / from host memory (swap preemption, engine/swap.py)
+TIME_KINDS = ("compute", "allreduce", "allgather", "reducescatter", "alltoall", "p2p", "bubble", "host", "swap")
+OPTIONAL_KINDS = ("host", "swap")     # present only when the run spends such time
 REQUEST_COLUMNS = ["request_id", "replica", "status", "arrival_s", "isl", "osl", "scheduled_s",
                    "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "queue_delay_s",
                    "itl_max_s", "preemptions", "reject_reason"]
@@ -56,9 +58,9 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
     if slo_e2e_s is not None:
         good &= done.e2e_s.to_numpy() <= slo_e2e_s
     gpu_time = num_gpus * sim_time_s
-    # `host` appears when the run's runtime spends host time (not for `ideal`)
+    # `host` appears when the run's runtime spends host time (not for `ideal`), `swap` when it swaps
     breakdown = {k: (busy_s.get(k, 0.0) / gpu_time if gpu_time > 0 else 0.0) for k in TIME_KINDS
-                 if k != "host" or k in busy_s}
+                 if k not in OPTIONAL_KINDS or k in busy_s}
     breakdown["idle"] = max(0.0, 1.0 - math.fsum(breakdown.values()))
     return {
         "num_requests": int(len(df)),
@@ -73,7 +75,7 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
         "throughput_requests_per_s": len(done) / duration if len(done) else 0.0,
         "goodput_requests_per_s": float(good.sum()) / duration if len(done) else 0.0,
         "time_breakdown": breakdown,
-        "gpu_utilization": 1.0 - breakdown["idle"] - breakdown.get("host", 0.0),
+        "gpu_utilization": 1.0 - breakdown["idle"] - breakdown.get("host", 0.0) - breakdown.get("swap", 0.0),
         "sim_time_s": sim_time_s,
     }
 

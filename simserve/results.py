@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from simserve.config import SimConfig
+from simserve.engine.swap import swap_summary
 from simserve.techniques import technique_keys
 from simserve.metrics import distribution, requests_frame, static_batch_formula, summarize as summarize_requests
 from simserve.world import World, moe_layout
@@ -42,6 +43,8 @@ def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[
             busy["p2p"] = busy.get("p2p", 0.0) + p2p * n
             if rep.host.active:     # GPUs waiting for the CPU (runtimes that spend host time)
                 busy["host"] = busy.get("host", 0.0) + rep.host.exposed_s * n
+            if rep.swapper is not None:     # GPUs waiting for KV copies to / from host memory
+                busy["swap"] = busy.get("swap", 0.0) + rep.swapper.seconds * n
             busy["bubble"] = busy.get("bubble", 0.0) + bubble * n
             rows.append({"replica": rep.index, "stage": s, "gpus": list(stage.gpus), "layers": stage.layers,
                          "busy_s": worked, "p2p_s": p2p, "waiting_for_input_s": bubble,
@@ -86,6 +89,7 @@ def summarize(world: World) -> Result:
         "workload": world.workload_source,
     })
     summary.update(technique_keys(cfg, replicas))
+    summary.update(swap_summary(cfg, replicas))
     if cfg.scheduler.policy == "static":
         summary["static_batch"] = static_batch_formula(df)
     if world.model.moe is not None:

@@ -32,6 +32,7 @@ from simserve.cost.step import FEATURE_INDEX
 from simserve.errors import CatalogError
 
 RUNTIME_DIR = CATALOG_DIR / "runtimes"
+PREEMPTIONS = ("recompute", "swap")     # how a preempted sequence's KV is given up (scheduler.swap)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,8 @@ class Runtime:
     cuda_graphs: CudaGraphs = field(default_factory=CudaGraphs)
     fused_quant: bool = False          # activation quantisation fused into the producing kernel
     admission: str = "vllm"            # default scheduler.admission (simserve.scheduler.ADMISSIONS)
+    preemption: str = "recompute"      # default scheduler.preemption: recompute | swap (to host memory)
+    swap_space_GiB: float = 0.0        # pinned host memory per GPU for swapped-out KV (vLLM --swap-space)
     sources: Mapping[str, str] = field(default_factory=dict)   # field -> where its number comes from
 
 
@@ -88,6 +91,10 @@ def runtime_from_dict(name: str, raw: Mapping[str, Any]) -> Runtime:
     for key in ("fixed_s", "per_seq_s", "per_token_s"):
         if not getattr(h, key) >= 0:
             raise CatalogError(f"runtime {name!r}: host.{key} must be >= 0 seconds")
+    if rt.preemption not in PREEMPTIONS:
+        raise CatalogError(f"runtime {name!r}: preemption must be one of {', '.join(PREEMPTIONS)} (got {rt.preemption!r})")
+    if isinstance(rt.swap_space_GiB, bool) or not isinstance(rt.swap_space_GiB, (int, float)) or not rt.swap_space_GiB >= 0:
+        raise CatalogError(f"runtime {name!r}: swap_space_GiB must be a number of GiB >= 0")
     if not rt.cuda_graphs.eager_launch_s >= 0:
         raise CatalogError(f"runtime {name!r}: cuda_graphs.eager_launch_s must be >= 0 seconds")
     return rt
@@ -126,7 +133,8 @@ def get_runtime(spec: str | Mapping[str, Any] | Runtime) -> Runtime:
 
 def _as_raw(rt: Runtime) -> dict[str, Any]:
     return {"description": rt.description, "version": rt.version, "fused_quant": rt.fused_quant,
-            "admission": rt.admission, "sources": dict(rt.sources), "host": dict(vars(rt.host)),
+            "admission": rt.admission, "preemption": rt.preemption, "swap_space_GiB": rt.swap_space_GiB,
+            "sources": dict(rt.sources), "host": dict(vars(rt.host)),
             "cuda_graphs": {**vars(rt.cuda_graphs), "capture_sizes": list(rt.cuda_graphs.capture_sizes)}}
 
 

@@ -72,6 +72,9 @@ def _fmt_bytes(n: float) -> str:
 
 HOST_TID = 99999
 KV_TID = 99998
+SWAP_TID = 99997
+KV_TRACKS = {"kv_transfer": (KV_TID, "KV transfer to the decode pool"),
+             "kv_swap": (SWAP_TID, "KV swap to / from host memory (PCIe)")}
 
 
 def host_events(host, lo: float, hi: float, meta, events: list) -> None:
@@ -85,17 +88,19 @@ def host_events(host, lo: float, hi: float, meta, events: list) -> None:
                            "ts": a * US, "dur": b * US - a * US, "args": {}})
 
 
-def kv_transfer_events(kv, lo: float, hi: float, meta, events: list) -> None:
+def kv_transfer_events(kv, lo: float, hi: float, meta, events: list, kind: str = "kv_transfer") -> None:
     """Disaggregation's KV transfers (timeline rows of kind `kv_transfer`): a track on the prefill
-    replica each leaves from, one slice per request (overlapping slices are concurrent transfers)."""
+    replica each leaves from, one slice per request (overlapping slices are concurrent transfers).
+    Swap preemption's copies (kind `kv_swap`, one slice per iteration that swaps) get a track too."""
+    tid, label = KV_TRACKS[kind]
     for rep in sorted(set(kv.replica.astype(int))):
-        meta(rep + 1, KV_TID, "thread_name", "KV transfer to the decode pool", sort=10**5 - 2)
+        meta(rep + 1, tid, "thread_name", label, sort=10**5 - 2)
     for rep, start, end, nbytes in zip(kv.replica.to_numpy(), kv.start_s.to_numpy(), kv.end_s.to_numpy(),
                                        kv.p2p_bytes.to_numpy()):
         a, b = max(float(start), lo), min(float(end), hi)
         if b >= a:
-            events.append({"ph": "X", "cat": "kv_transfer", "name": f"KV {_fmt_bytes(float(nbytes))}",
-                           "pid": int(rep) + 1, "tid": KV_TID, "ts": a * US, "dur": b * US - a * US,
+            events.append({"ph": "X", "cat": kind, "name": f"KV {_fmt_bytes(float(nbytes))}",
+                           "pid": int(rep) + 1, "tid": tid, "ts": a * US, "dur": b * US - a * US,
                            "args": {"bytes": float(nbytes)}})
 
 
@@ -131,9 +136,10 @@ def trace_events(run, window: tuple[float, float] | None = None) -> list[dict]:
     tl = run.timeline
     if tl is not None and len(tl):
         rows = tl[(tl.end_s >= lo) & (tl.start_s <= hi)]
-        work = rows[~rows.kind.isin(("p2p", "host", "kv_transfer"))]
+        work = rows[~rows.kind.isin(("p2p", "host", *KV_TRACKS))]
         host_events(rows[rows.kind == "host"], lo, hi, meta, events)
-        kv_transfer_events(rows[rows.kind == "kv_transfer"], lo, hi, meta, events)
+        for kind in KV_TRACKS:
+            kv_transfer_events(rows[rows.kind == kind], lo, hi, meta, events, kind)
         cols = [work[c].to_numpy() for c in ("replica", "stage", "kind", "start_s", "end_s", "steps",
                                               "prefill_tokens", "decode_seqs", "compute_s", "allreduce_s",
                                               "allgather_s", "kv_used_blocks", "kv_total_blocks", "running",

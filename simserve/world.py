@@ -21,6 +21,7 @@ from simserve.engine.arrivals import Arrivals, ClosedLoop
 from simserve.engine.env import SimEnvironment
 from simserve.engine.replica import Replica
 from simserve.engine.speculative import SpeculativeReplica, attach_speculation, build_speculation
+from simserve.engine.swap import attach_swap
 from simserve.engine.request import Request
 from simserve.engine.stage import Stage
 from simserve.engine.timeline import Timeline
@@ -70,7 +71,7 @@ class World:
                             enabled=show_progress):
             self.env.run()
         for rep in replicas:     # invariants of a finished run; a failure here is a simserve bug
-            busy_lanes = [s for s in rep.schedulers if s.running or s.waiting]
+            busy_lanes = [s for s in rep.schedulers if s.running or s.waiting or s.swapped]
             if rep.kv.used or busy_lanes:
                 raise RuntimeError(f"replica {rep.index} ended with {rep.kv.used} KV blocks in use and "
                                    f"{len(busy_lanes)} lane(s) holding requests")
@@ -297,6 +298,7 @@ def build_world(config=None, overrides=()) -> World:
                                            cls=Replica if drafters is None else SpeculativeReplica))
     if drafters is not None:
         attach_speculation(world, cfg, spec_seed)
+    attach_swap(world, cfg)         # preemption by swap to host memory (engine/swap.py)
     if cfg.scheduler.prefix_caching:
         for rep in world.replicas:
             rep.kv.prefix = PrefixCache(rep.kv, prefix_segment_tokens(cfg.workload))

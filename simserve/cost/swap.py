@@ -60,9 +60,11 @@ def host_copy_fit(path: Path = MEASURED) -> HostCopyFit:
     return HostCopyFit(float(np.mean(overheads)), float(np.mean(effs)), tuple(errors))
 
 
-def swap_copies(blocks: int, layers: int) -> int:
-    """cudaMemcpyAsync calls of a swap of `blocks` blocks over `layers` layers (K and V apart)."""
-    return 2 * layers * blocks
+def swap_copies(blocks: int, layers: int, tensors: int = 2) -> int:
+    """cudaMemcpyAsync calls of a swap of `blocks` blocks over `layers` layers: K and V apart
+    (`tensors` 2); a latent (MLA) cache is one tensor per layer (vLLM's MLA backend swap_blocks
+    calls ops.swap_blocks once)."""
+    return tensors * layers * blocks
 
 
 def swap_s(nbytes: float, copies: int, line_rate_Bps: float, fit: HostCopyFit | None = None) -> float:

@@ -47,6 +47,7 @@ class Replica(PipelineLoop):
         self.timeline = timeline            # engine.timeline.Timeline
         self.fast_transfers = fast_transfers
         self.closed_pipeline = closed_pipeline and len(stages) > 1 and all(st.closed_form for st in stages)
+        self.swapper = None                 # engine.swap.KvSwapper when preemption swaps to host memory
         self.completed: list[Request] = []
         self.rejected: list[Request] = []
         self.iterations = 0
@@ -59,7 +60,7 @@ class Replica(PipelineLoop):
     # -- router side ---------------------------------------------------------------------------
     @property
     def outstanding(self) -> int:
-        return sum(len(s.waiting) + len(s.running) for s in self.schedulers)
+        return sum(len(s.waiting) + len(s.running) + len(s.swapped) for s in self.schedulers)
 
     @property
     def kv_load(self) -> float:
@@ -111,20 +112,23 @@ class Replica(PipelineLoop):
                 yield from self._sleep()
                 continue
             self._mark_scheduled(batch)
-            if batch.decode_only and self.coalesce_decode:
+            # a decode run swaps nothing: it runs only while nothing is swapped out
+            if batch.decode_only and self.coalesce_decode and not (batch.swaps or self.scheduler.swapped):
                 yield from self._decode_run(batch.decodes)
                 continue
             stats = batch.stats()
             start = env.now
             exposed = self.host.take(stats, start)
+            if batch.swaps:                        # KV copies after the host work, before the forward
+                exposed += yield from self.swapper.copy(batch, start + exposed)
             if stage.closed_form:
                 duration = stage.time(stats)
-                end = env.now + (exposed + duration)   # as a decode run sums it (exactness)
+                end = start + (exposed + duration)   # as a decode run sums it (exactness)
                 yield env.at(end)
                 split = stage.account((stats.tokens, stats.logits_tokens), duration)
             else:
-                if exposed > 0:
-                    yield env.timeout(exposed)
+                if start + exposed > env.now:        # (a played swap has waited already)
+                    yield env.at(start + exposed)
                 gpu_start = env.now
                 split = yield from stage.execute(stats)
                 end = env.now

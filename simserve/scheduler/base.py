@@ -2,7 +2,9 @@
 
 A policy (simserve.scheduler.policies) decides what one iteration holds; this base class admits
 waiting requests in FCFS order as the admission policy (simserve.scheduler.admission) allows,
-grows decoding sequences' KV one block at a time, and preempts by recompute when blocks run out.
+grows decoding sequences' KV one block at a time, and preempts when blocks run out: by recompute, or
+by swapping the victim's blocks to host memory when the replica has a swap space
+(simserve.scheduler.swap documents the rules, after vLLM V0).
 KV blocks for a prompt are allocated in full when it is admitted (so a prefill never stalls half
 way). `Scheduler(policy, kv, ...)` builds the registered policy's class.
 """
@@ -43,6 +45,8 @@ class Scheduler:
         self.running: list[Request] = []
         self.preemptions = 0
         self.speculation = None   # scheduler.speculative.Speculation when decodes speculate
+        self.swap = None          # scheduler.swap.SwapSpace when preemption swaps to host memory
+        self.swapped: deque[Request] = deque()     # swapped out, first out first back in
 
     def budget(self, max_batched_tokens: int, chunk_size: int) -> int:
         """Tokens one iteration may hold."""
@@ -164,9 +168,44 @@ class Scheduler:
             batch.decodes.remove(victim)
         self._free(victim)
         self.admission.released(victim)
-        victim.preempt()
         self.preemptions += 1
+        batch.preempted = True
+        if self.swap is not None and self.swap.fits(victim.blocks):
+            self.swap.take(victim.blocks)          # its KV goes to host memory; computed tokens kept
+            batch.swap_out.append((victim, victim.blocks))
+            victim.preemptions += 1
+            self.swapped.append(victim)
+            return
+        if self.swap is not None:
+            self.swap.recompute_fallbacks += 1
+        victim.preempt()
         self.waiting.appendleft(victim)
+
+    def _swap_in(self, batch: Batch, budget: int) -> int:
+        """Swapped sequences come back first-out first-in while their blocks (plus this step's
+        growth) fit above the watermark and the batch has room; none in a step that preempted."""
+        if self.swap is None or batch.preempted:
+            return budget
+        bs = self.kv.block_size
+        while self.swapped and len(self.running) < self.max_batch_size and budget > 0:
+            req = self.swapped[0]
+            tokens = 1 if req.in_decode else min(req.remaining_prefill, budget)   # mid-prefill: chunked only
+            grow = blocks_for(req.prefilled + 1, bs) - req.blocks if req.in_decode else 0
+            if not self.kv.can_admit(req.blocks + grow):
+                break
+            self.swapped.popleft()
+            self.swap.give(req.blocks)
+            batch.swap_in.append((req, req.blocks))
+            req.blocks += grow
+            self.kv.allocate(req.blocks)
+            self.admission.admitted(req)
+            self.running.append(req)
+            if req.in_decode:
+                batch.decodes.append(req)
+            else:
+                batch.prefills.append((req, tokens))
+            budget -= tokens
+        return budget
 
     # -- after an iteration --------------------------------------------------------------------
     def release(self, req: Request) -> None:

@@ -14,9 +14,17 @@ class Batch:
     decodes: list[Request] = field(default_factory=list)
     spec_tokens: int = 0                     # speculative decoding: drafts each decode verifies
     accepted: list[int] | None = None        # speculative decoding: drafts accepted per decode
+    # swap preemption (scheduler.swap): (request, blocks) copied to host memory / back before the forward
+    swap_out: list[tuple[Request, int]] = field(default_factory=list)
+    swap_in: list[tuple[Request, int]] = field(default_factory=list)
+    preempted: bool = False                  # a sequence was preempted while this batch was built
 
     def __bool__(self) -> bool:
         return bool(self.prefills or self.decodes)
+
+    @property
+    def swaps(self) -> bool:
+        return bool(self.swap_out or self.swap_in)
 
     @property
     def decode_only(self) -> bool:

@@ -22,9 +22,11 @@ from simserve.scheduler.batch import Batch
 class PrefillFirst(Scheduler):
     def schedule(self) -> Batch:
         batch = Batch()
-        self._admit(batch, budget=self.token_budget)
+        if not self.swapped:          # vLLM V0 _schedule_default: no new prompt while any is swapped out
+            self._admit(batch, budget=self.token_budget)
         if not batch.prefills:
             self._add_decodes(batch)
+            self._swap_in(batch, self.token_budget - len(batch.decodes))
         return batch
 
 
@@ -36,6 +38,7 @@ class Orca(Scheduler):
         batch = Batch()
         self._add_decodes(batch)
         budget = self._continue_prefills(batch, self.token_budget - len(batch.decodes))
+        budget = self._swap_in(batch, budget)     # vLLM V0 chunked: running, then swapped, then waiting
         self._admit(batch, budget=budget)
         return batch
 
