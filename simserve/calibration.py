@@ -151,7 +151,7 @@ def fit(gpu: Gpu, profile) -> tuple[Gpu, dict]:
     compute.update({"bf16": values["bf16"], "fp16": values["bf16"], "fp8": values["fp8"]})
     eff = Efficiency(compute=compute, memory=values["memory"], attention_compute=values["attention_compute"],
                      attention_memory=values["attention_memory"], kernel_overhead_s=values["kernel_overhead_s"],
-                     profile=str(profile), shape_aware_gemm=True, elementwise=elementwise,
+                     profile=str(profile), shape_aware_gemm=True, measured_ops=True, elementwise=elementwise,
                      attention_prefill_s=max(0.0, values["attention_prefill_s"]) if graph_timed_attention(profile) else 0.0,
                      attention_decode_s=max(0.0, values["attention_decode_s"]))
     return replace(gpu, efficiency=eff), {"factors": values, "elementwise": elementwise, "spread": spread}

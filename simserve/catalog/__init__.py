@@ -33,6 +33,9 @@ class Efficiency:
     # GEMMs timed from the profile's measured GEMM table (cost.gemm_table), not one compute and
     # one memory fraction; the scalar fractions above remain for kernels without a shape
     shape_aware_gemm: bool = False
+    # decode attention and measured elementwise kernels corrected by the profile's operator tables
+    # (cost.op_tables: attn_decode.csv, elementwise.csv); fitted factors where a table lacks the shape
+    measured_ops: bool = False
     # fraction of HBM bandwidth per elementwise operator (cost.operators name without its
     # prefix, e.g. norms, silu_mul, quantize_activations); others use `memory`
     elementwise: Mapping[str, float] = field(default_factory=dict)

@@ -8,7 +8,7 @@ cached ones has c * p + c * (c + 1) / 2 such pairs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simserve.catalog import DTYPE_BYTES, ModelCard
 
@@ -91,7 +91,11 @@ class Op:
     bytes: float
     dtype: str         # compute dtype (for the peak FLOP/s)
     kernels: int = 1   # kernel launches (each pays the fixed overhead)
-    shape: tuple[int, int] | None = None   # (K, N) of a weight GEMM: shape-aware efficiency
+    shape: tuple[int, ...] | None = None   # see OpModel.shape
+    # the operator model and feature vector (FEATURES order) it was evaluated at: a GPU with
+    # measured operator tables (cost.op_tables) corrects its time from them
+    model: "OpModel | None" = field(default=None, compare=False, repr=False)
+    x: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,9 @@ class OpModel:
     flops: dict[str, float]
     bytes: dict[str, float]
     kernels: int = 1
-    shape: tuple[int, int] | None = None   # (K, N) of a weight GEMM (cost.gemm_table)
+    # weight GEMM: (K, N) (cost.gemm_table); GQA attention: (query heads, KV heads, head dim);
+    # elementwise: the width of each call (cost.op_tables); None: no measured lookup
+    shape: tuple[int, ...] | None = None
 
     def at(self, feats: dict[str, float]) -> Op | None:
         if feats[self.gate] <= 0:
@@ -117,7 +123,8 @@ class OpModel:
         return Op(self.name, self.kind,
                   flops=sum(c * feats[f] for f, c in self.flops.items()),
                   bytes=sum(c * feats[f] for f, c in self.bytes.items()),
-                  dtype=self.dtype, kernels=self.kernels, shape=self.shape)
+                  dtype=self.dtype, kernels=self.kernels, shape=self.shape,
+                  model=self, x=tuple(feats[f] for f in FEATURES))
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,8 @@ def activation_quant_models(input_widths: list[int], precision: Precision, prefi
     if not kernels:
         return []
     return [OpModel(f"{prefix}quantize_activations", "elementwise", "fp32", gate="tokens",
-                    flops={"tokens": flops}, bytes={"tokens": nbytes}, kernels=kernels)]
+                    flops={"tokens": flops}, bytes={"tokens": nbytes}, kernels=kernels,
+                    shape=tuple(input_widths))]
 
 
 def attention_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list[OpModel]:
@@ -203,10 +211,11 @@ def attention_op_models(model: ModelCard, shard: Shard, precision: Precision) ->
                 bytes={"prefill_kv_tokens": kv_bytes_per_token, "prefill_tokens": qo_bytes_per_token}),
         OpModel("attention_decode", "attention_decode", precision.activations, gate="decode_tokens",
                 flops={"decode_kv_tokens": attn_flops_per_pair},
-                bytes={"decode_kv_tokens": kv_bytes_per_token, "decode_tokens": qo_bytes_per_token}),
+                bytes={"decode_kv_tokens": kv_bytes_per_token, "decode_tokens": qo_bytes_per_token},
+                shape=(s.q_heads, s.kv_heads, s.head_dim)),
         # fused residual-add + RMSNorm, twice a layer: read x and residual, write both
         OpModel("norms", "elementwise", "fp32", gate="tokens", flops={"tokens": 10.0 * h},
-                bytes={"tokens": 8.0 * h * ab}, kernels=2),
+                bytes={"tokens": 8.0 * h * ab}, kernels=2, shape=(h, h)),
         # rotary embedding of q and k, and this step's k, v written into the paged cache
         OpModel("rope_kv_write", "elementwise", "fp32", gate="tokens", flops={"tokens": 6.0 * qk_width},
                 bytes={"tokens": 2.0 * qk_width * ab + kv_bytes_per_token}, kernels=2),
@@ -255,7 +264,7 @@ def ffn_op_models(hidden: int, width: int, precision: Precision, prefix: str = "
     return [gemm_model(f"{prefix}gate_up_proj", hidden, 2 * width, precision),
             gemm_model(f"{prefix}down_proj", width, hidden, precision),
             OpModel(f"{prefix}silu_mul", "elementwise", "fp32", gate="tokens", flops={"tokens": 5.0 * width},
-                    bytes={"tokens": 3.0 * width * ab})] + \
+                    bytes={"tokens": 3.0 * width * ab}, shape=(width,))] + \
         activation_quant_models([hidden, width], precision, f"{prefix}ffn_")
 
 
@@ -278,7 +287,7 @@ def head_op_models(model: ModelCard, shard: Shard, precision: Precision) -> list
     if shard.last_stage:
         vocab_shard = -(-model.vocab // shard.tp)
         ops.append(OpModel("final_norm", "elementwise", "fp32", gate="logits_tokens",
-                           flops={"logits_tokens": 5.0 * h}, bytes={"logits_tokens": 2.0 * h * ab}))
+                           flops={"logits_tokens": 5.0 * h}, bytes={"logits_tokens": 2.0 * h * ab}, shape=(h,)))
         # the LM head stays in the activation dtype (vLLM keeps lm_head unquantised); fp32 logits
         ops.append(OpModel("lm_head", "gemm", precision.activations, gate="logits_tokens",
                            flops={"logits_tokens": 2.0 * h * vocab_shard},

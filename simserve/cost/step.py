@@ -1,9 +1,10 @@
 """Fast evaluation of an iteration's compute time on one GPU.
 
 The operators of cost.operators are linear in the batch features, so a stage's whole iteration is
-a small matrix: time = sum over ops of weight * gate * (max(C x, M x) + overhead), where C holds
+a small matrix: time = sum over ops of weight * gate * (max(C x, M x) + overhead) * r, where C holds
 FLOPs per feature divided by achievable FLOP/s, M bytes per feature divided by achievable
-bandwidth, and weight is the number of layers (1 for the head). `time` evaluates one iteration in
+bandwidth, weight is the number of layers (1 for the head) and r a measured correction (1, a
+GEMM's rho(M) from cost.gemm_table, or an operator table's ratio from cost.op_tables). `time` evaluates one iteration in
 plain Python; `decode_times` evaluates a run of decode steps with numpy, performing the same
 floating-point operations in the same order, so both give bit-identical results. The engine uses
 `decode_times` to advance a run of decode steps in one event.
@@ -15,7 +16,7 @@ import numpy as np
 from simserve.catalog import Gpu, ModelCard
 from simserve.cost.operators import (FEATURES, BatchStats, OpModel, Precision, Shard, features,
                                      head_op_models, layer_op_models)
-from simserve.cost.roofline import efficiencies, fixed_s, gemm_curve
+from simserve.cost.roofline import efficiencies, fixed_s, gemm_curve, table_ratio
 
 FEATURE_INDEX = {f: i for i, f in enumerate(FEATURES)}
 
@@ -35,9 +36,10 @@ class StepCost:
         return self
 
     def _compile(self, weighted: list[tuple[OpModel, float]], gpu: Gpu) -> None:
-        # (gate index, weight, overhead_s, [(feature, compute coef)], [(feature, memory coef)], rho):
-        # rho is None, or a measured GEMM's rho(M) (cost.gemm_table) on its ideal roofline time, M
-        # being its gate feature (tokens): then the coefficients use peak rates and no overhead
+        # (gate index, weight, overhead_s, [(feature, compute coef)], [(feature, memory coef)], r):
+        # r is None, a measured GEMM's rho(M) (cost.gemm_table) on its ideal roofline time, M
+        # being its gate feature (tokens): then the coefficients use peak rates and no overhead,
+        # or an operator table's correction r(x) of the fitted time (cost.op_tables)
         self.ops = []
         for op, weight in weighted:
             rho = gemm_curve(op, gpu)
@@ -47,7 +49,9 @@ class StepCost:
             comp = [(FEATURE_INDEX[f], c * inv_c) for f, c in op.flops.items() if c]
             mem = [(FEATURE_INDEX[f], c * inv_m) for f, c in op.bytes.items() if c]
             overhead = 0.0 if rho is not None else fixed_s(op, gpu)
-            self.ops.append((FEATURE_INDEX[op.gate], weight, overhead, comp, mem, rho))
+            gate = FEATURE_INDEX[op.gate]
+            scale = (lambda x, rho=rho, gate=gate: rho(x[gate])) if rho is not None else table_ratio(op, gpu)
+            self.ops.append((gate, weight, overhead, comp, mem, scale))
 
     def time(self, batch: BatchStats) -> float:
         feats = features(batch)
@@ -55,9 +59,9 @@ class StepCost:
 
     def time_of(self, x: list) -> float:
         total = 0.0
-        for gate, weight, overhead, comp, mem, rho in self.ops:
+        for gate, weight, overhead, comp, mem, scale in self.ops:
             if x[gate] > 0:
-                total += _op_time(weight, overhead, comp, mem, x, rho(x[gate]) if rho is not None else 1.0)
+                total += _op_time(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
         return total
 
     def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
@@ -73,9 +77,9 @@ class StepCost:
         return np.broadcast_to(np.asarray(self.time_of(x), dtype=float), (steps,)).copy()
 
 
-def _op_time(weight: float, overhead: float, comp, mem, x: list, scale: float = 1.0):
-    """weight * (scale * max(compute, memory) + overhead) of one operator; features may be scalars
-    or arrays (scale is a scalar: it depends only on the GEMM's token count, never on context)."""
+def _op_time(weight: float, overhead: float, comp, mem, x: list, scale=1.0):
+    """weight * ((max(compute, memory) + overhead) * scale) of one operator; features and scale may
+    be scalars or arrays (a decode-attention correction depends on the context)."""
     c = 0.0
     for f, coef in comp:
         c += coef * x[f]
@@ -83,8 +87,8 @@ def _op_time(weight: float, overhead: float, comp, mem, x: list, scale: float = 
     for f, coef in mem:
         m += coef * x[f]
     if isinstance(c, np.ndarray) or isinstance(m, np.ndarray):
-        return weight * (np.maximum(c, m) * scale + overhead)
-    return weight * ((c if c > m else m) * scale + overhead)
+        return weight * ((np.maximum(c, m) + overhead) * scale)
+    return weight * (((c if c > m else m) + overhead) * scale)
 
 
 _CONST, _TOKENS, _DECODE_TOKENS, _LOGITS, _DECODE_KV = (

@@ -54,6 +54,7 @@ def yaml_entry(gpu, folder: Path, info: dict) -> str:
         "  efficiency:",
         f"    profile: {folder}",
         "    shape_aware_gemm: true",
+        "    measured_ops: true",
         f"    compute: {{{compute}}}",
         f"    memory: {f['memory']:.3f}",
         f"    attention_compute: {f['attention_compute']:.3f}",
