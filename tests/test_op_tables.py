@@ -71,6 +71,22 @@ def test_decode_correction_is_held_at_the_table_edges():
     assert mid == pytest.approx((ratio(16, 4096) + ratio(16, 8192)) / 2, rel=1e-12)
 
 
+def test_decode_correction_follows_the_kernel_path_between_measured_counts():
+    """Llama-8B on one H100 (32 query, 8 KV heads): up to 4 sequences the profiler's kernel splits
+    the context (4 x 8 pairs <= 132 / 4 SMs), from 5 on it does not. 9 sequences take the
+    correction of 16 (the nearest unsplit count), not a blend with the split point at 4; 2 lie
+    between the split points 1 and 4."""
+    def ratio(batch, ctx=2048):
+        op = op_named("attention_decode", L8B, 1, BatchStats.of([], [ctx] * batch))
+        return op_time(op, H100) / fitted_s(op, H100, op.flops, op.bytes)
+    assert ratio(9) == pytest.approx(ratio(16), rel=1e-12)
+    assert min(ratio(1), ratio(4)) < ratio(2) < max(ratio(1), ratio(4))
+    # so padding a graph batch of 9 to 16 rows of the same KV never makes it faster here
+    cost = StepCost(L8B, Shard(), Precision(), H100)
+    nine = BatchStats.of([], [1000] * 9)
+    assert cost.time(BatchStats(decode_tokens=16, logits_tokens=16, decode_kv_tokens=9000.0)) > cost.time(nine)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 600), st.integers(1, 20000), st.integers(1, 60))
 def test_decode_times_stay_bit_identical_with_measured_tables(n, ctx, steps):

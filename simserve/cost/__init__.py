@@ -1,6 +1,7 @@
 """Pure cost models: the transformer as operators with FLOPs and bytes, roofline times, memory.
 
-No SimPy and no I/O here: the engine asks these functions how long an iteration's compute takes
+No SimPy here, and no I/O beyond reading a profiled GPU's measured tables once (gemm_table,
+op_tables): the engine asks these functions how long an iteration's compute takes
 and how much memory a shard needs, and everything is unit-tested on its own.
 """
 from simserve.cost.operators import BatchStats, Op, Precision, Shard, layer_ops, head_ops

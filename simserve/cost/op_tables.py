@@ -20,7 +20,9 @@ at large ones) and stays continuous. The layer tables are never read here: they 
 (simserve.calibration).
 
 Decode attention: r at each measured context is interpolated across measured sequence counts B
-linearly in (log B, log r); across contexts it is piecewise linear in the mean context, with the
+linearly in (log B, log r), among the counts that run the same kernel path as B (split-KV or not,
+by the profiler's rule `split_kv`: the two paths differ in efficiency by up to 2x, so a count
+between a split and an unsplit point takes the nearest point of its own path); across contexts it is piecewise linear in the mean context, with the
 same IEEE operations for a float and for a numpy array, so cost.step's `time_of` and
 `decode_times` agree bit for bit. Elementwise: the measured time is bilinear in (log tokens,
 log width) of log time over the grid, scaled by the fitted model's ratio outside it.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import json
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +45,12 @@ from simserve.cost.operators import FEATURES
 ELEMENTWISE_KERNELS = {"norms": "add_rms_norm", "final_norm": "add_rms_norm", "silu_mul": "silu_mul",
                        "quantize_activations": "quantize_fp8"}
 _DECODE_TOKENS, _DECODE_KV = FEATURES.index("decode_tokens"), FEATURES.index("decode_kv_tokens")
+
+
+def split_kv(batch: float, kv_heads: int, sms: int) -> bool:
+    """Whether the profiler's decode attention splits the context (profile.kernels.kv_splits):
+    only when (sequence, KV head) pairs fill at most a quarter of the SMs."""
+    return batch * kv_heads <= sms // 4
 
 
 @lru_cache(maxsize=None)
@@ -99,18 +108,26 @@ class DecodeAttentionRatio:
     """r(B, mean context) of a decode-attention operator; called on a feature vector whose
     decode_kv_tokens may be a numpy array (a run of decode steps)."""
 
-    def __init__(self, grid, scalar):
+    def __init__(self, grid, scalar, path=None):
         self.batches, self.ctxs, self.times = grid
         self.scalar = scalar            # (decode sequences, KV tokens) -> the fitted model's seconds
-        self.log_b = [math.log(b) for b in self.batches]
+        self.path = path or (lambda b: True)   # sequence count -> its kernel path (split-KV or not)
         self.memo: dict[float, tuple] = {}
+
+    def neighbours(self, b: float) -> tuple[float, float, float]:
+        """(lo, hi, t): b lies t of the way from count lo to hi in log B, among the measured counts
+        of b's own kernel path (all counts where none runs it); clamped at the ends."""
+        same = [m for m in self.batches if self.path(m) == self.path(b)] or list(self.batches)
+        if len(same) == 1:
+            return same[0], same[0], 0.0
+        i, t = _segment([math.log(m) for m in same], math.log(b))
+        return same[i], same[i + 1], t
 
     def knots(self, b: float) -> tuple:
         """(contexts, r, slopes) for b sequences: log r linear in log B between measured counts."""
         out = self.memo.get(b)
         if out is None:
-            i, t = _segment(self.log_b, math.log(b))
-            lo, hi = self.batches[i], self.batches[i + 1]
+            lo, hi, t = self.neighbours(b)
             r = [math.exp(math.log(self.times[(lo, c)] / self.scalar(lo, lo * c)) * (1 - t)
                           + math.log(self.times[(hi, c)] / self.scalar(hi, hi * c)) * t) for c in self.ctxs]
             slopes = [(r[k + 1] - r[k]) / (self.ctxs[k + 1] - self.ctxs[k]) for k in range(len(r) - 1)]
@@ -171,7 +188,17 @@ def decode_attention_ratio(op, gpu: Gpu, scalar) -> DecodeAttentionRatio | None:
     if op.bytes.get("decode_kv_tokens") != 2 * nkv * d * 2.0:
         return None
     grid = decode_grid(folder, nq, nkv, d)
-    return DecodeAttentionRatio(grid, scalar) if grid else None
+    if grid is None:
+        return None
+    sms = profile_sms(folder)
+    return DecodeAttentionRatio(grid, scalar, (lambda b: split_kv(b, nkv, sms)) if sms else None)
+
+
+@lru_cache(maxsize=None)
+def profile_sms(folder: str) -> int | None:
+    """The profiled GPU's SM count (meta.json `sms`), which the split-KV rule reads."""
+    path = Path(folder) / "meta.json"
+    return json.loads(path.read_text()).get("sms") if path.is_file() else None
 
 
 def elementwise_ratio(op, gpu: Gpu, gate: int, scalar, memory_Bps: float) -> ElementwiseRatio | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from simserve.cost.op_tables import split_kv
 from simserve.profile.timing import BF16, DEV, FP8, FP8_MAX
 
 
@@ -79,7 +80,7 @@ def kv_splits(batch: int, nkv: int, ctx: int, sms: int | None = None) -> int:
     showed the unsplit kernel faster (the merge costs more than the parallelism gains)."""
     sms = sms or torch.cuda.get_device_properties(0).multi_processor_count
     splits = 1
-    if batch * nkv > sms // 4:
+    if not split_kv(batch, nkv, sms):   # the rule cost.op_tables reads the table by
         return splits
     while batch * nkv * splits < 2 * sms and ctx // (splits * 2) >= 256 and ctx % (splits * 2) == 0:
         splits *= 2
