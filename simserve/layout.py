@@ -83,7 +83,8 @@ def swap_preemption(cfg: SimConfig, model: ModelCard) -> None:
         return
     par, sc = cfg.parallelism, cfg.scheduler
     for what, on in (("parallelism.pp > 1", par.pp > 1), ("parallelism.cp > 1", par.cp > 1),
-                     ("scheduler.prefix_caching", sc.prefix_caching), ("disaggregation", cfg.disaggregation is not None),
+                     ("scheduler.prefix_caching", sc.prefix_caching),
+                     ("disaggregation", cfg.disaggregation is not None),
                      ("scheduler.speculative", sc.speculative), ("scheduler.policy static", sc.policy == "static"),
                      (f"a mixture-of-experts model ({model.name})", model.moe is not None)):
         if on:
@@ -91,8 +92,8 @@ def swap_preemption(cfg: SimConfig, model: ModelCard) -> None:
                               f"(use scheduler.preemption: recompute)")
 
 
-RULES = (_cp_supported, _tp_comm_dense, _ep_needs_moe, _tp_divides_heads, _tp_divides_ffn, _moe_stage_split, _ep_multiple_of_tp,
-         _ep_divides_experts, _tp_divides_experts, swap_preemption)
+RULES = (_cp_supported, _tp_comm_dense, _ep_needs_moe, _tp_divides_heads, _tp_divides_ffn, _moe_stage_split,
+         _ep_multiple_of_tp, _ep_divides_experts, _tp_divides_experts, swap_preemption)
 
 
 def check_layout(cfg: SimConfig, model: ModelCard) -> None:

@@ -46,11 +46,12 @@ FORMATS = ("png", "svg")
 PCT_STYLE = {"p50": ("#2b8a3e", "--"), "p90": ("#e67700", "-."), "p99": ("#862e9c", ":")}
 SLO_COLOR = "#d6336c"
 KIND_COLORS = {"compute": "#4c6ef5", "allreduce": "#f59f00", "allgather": "#fab005", "reducescatter": "#ffd43b",
-               "alltoall": "#12b886", "p2p": "#7950f2", "bubble": "#fa5252", "host": "#868e96", "swap": "#e64980", "busy": "#748ffc",
-               "idle": "#dee2e6"}
+               "alltoall": "#12b886", "p2p": "#7950f2", "bubble": "#fa5252", "host": "#868e96", "swap": "#e64980",
+               "busy": "#748ffc", "idle": "#dee2e6"}
 KIND_LABELS = {"compute": "compute", "allreduce": "all-reduce", "allgather": "all-gather",
                "reducescatter": "reduce-scatter", "alltoall": "all-to-all", "p2p": "P2P",
-               "bubble": "bubble", "host": "host (CPU)", "swap": "KV swap (PCIe)", "busy": "busy (compute + collectives)", "idle": "idle"}
+               "bubble": "bubble", "host": "host (CPU)", "swap": "KV swap (PCIe)", "busy": "busy (compute + collectives)",
+               "idle": "idle"}
 # (summary key, requests column, axis label, SLO key)
 LATENCIES = (("ttft", "ttft_s", "TTFT (s)", "ttft_s"), ("tpot", "tpot_s", "TPOT (s)", "tpot_s"),
              ("itl", "itl_max_s", "max inter-token latency per request (s)", None),

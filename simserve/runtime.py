@@ -92,8 +92,10 @@ def runtime_from_dict(name: str, raw: Mapping[str, Any]) -> Runtime:
         if not getattr(h, key) >= 0:
             raise CatalogError(f"runtime {name!r}: host.{key} must be >= 0 seconds")
     if rt.preemption not in PREEMPTIONS:
-        raise CatalogError(f"runtime {name!r}: preemption must be one of {', '.join(PREEMPTIONS)} (got {rt.preemption!r})")
-    if isinstance(rt.swap_space_GiB, bool) or not isinstance(rt.swap_space_GiB, (int, float)) or not rt.swap_space_GiB >= 0:
+        raise CatalogError(f"runtime {name!r}: preemption must be one of {', '.join(PREEMPTIONS)} "
+                           f"(got {rt.preemption!r})")
+    gib = rt.swap_space_GiB
+    if isinstance(gib, bool) or not isinstance(gib, (int, float)) or not gib >= 0:
         raise CatalogError(f"runtime {name!r}: swap_space_GiB must be a number of GiB >= 0")
     if not rt.cuda_graphs.eager_launch_s >= 0:
         raise CatalogError(f"runtime {name!r}: cuda_graphs.eager_launch_s must be >= 0 seconds")

@@ -112,8 +112,10 @@ class Replica(PipelineLoop):
                 yield from self._sleep()
                 continue
             self._mark_scheduled(batch)
-            # a decode run swaps nothing: it runs only while nothing is swapped out
-            if batch.decode_only and self.coalesce_decode and not (batch.swaps or self.scheduler.swapped):
+            # a decode run swaps nothing: not after a step that swapped, nor after one that preempted
+            # while sequences are swapped out (it tried no swap-in; others fail all run: blocks only grow)
+            swap_pending = batch.swaps or (batch.preempted and self.scheduler.swapped)
+            if batch.decode_only and self.coalesce_decode and not swap_pending:
                 yield from self._decode_run(batch.decodes)
                 continue
             stats = batch.stats()
