@@ -25,7 +25,7 @@ def test_check_reports_the_held_out_error(capsys):
     assert main(["profile", "--check", str(profile_dir("h200"))]) == 0
     text = capsys.readouterr().out
     assert "layers (held out, 116 rows)" in text and "layers_fp8" in text
-    assert "shape_aware_gemm: true" in text and "NVIDIA H200" in text
+    assert "shape_aware_gemm: true" in text and "measured_ops: true" in text and "NVIDIA H200" in text
 
 
 def test_check_names_the_missing_table(tmp_path, capsys):
