@@ -23,18 +23,20 @@ class HostClock:
         self._gpu_end = -math.inf       # end of the first stage's last GPU step, and its length
         self._gpu_last_s = 0.0
 
-    def _prev(self) -> float | None:
-        return self._gpu_last_s if self._gpu_end == self.env.now else None
+    def _prev(self, now: float) -> float | None:
+        return self._gpu_last_s if self._gpu_end == now else None
 
-    def exposed(self, stats: BatchStats) -> float:
-        """The part of this iteration's host time the GPU waits for (0 without a runtime)."""
+    def exposed(self, stats: BatchStats, now: float) -> float:
+        """The part of the host time of an iteration starting at `now` the GPU waits for (0 without
+        a runtime)."""
         if self.runtime is None:
             return 0.0
-        return exposed_host_s(self.runtime, host_s(self.runtime, stats), self._prev())
+        return exposed_host_s(self.runtime, host_s(self.runtime, stats), self._prev(now))
 
     def take(self, stats: BatchStats, start: float) -> float:
-        """The exposed host time of an iteration starting at `start`, booked; the GPU work follows it."""
-        exposed = self.exposed(stats)
+        """The exposed host time of an iteration starting at `start` (now, or a time a coalesced
+        pipeline run computes), booked; the GPU work follows it."""
+        exposed = self.exposed(stats, start)
         self.book(0, start, exposed)
         return exposed
 
@@ -45,7 +47,7 @@ class HostClock:
             return gpu, np.zeros(len(gpu))
         rt = self.runtime
         host = host_s(rt, BatchStats(decode_tokens=n, logits_tokens=n))
-        first = exposed_host_s(rt, host, self._prev())
+        first = exposed_host_s(rt, host, self._prev(self.env.now))
         if rt.host.overlap:
             exposed = np.maximum(host - np.concatenate(([host - first], gpu[:-1])), 0.0)
         else:

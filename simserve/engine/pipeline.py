@@ -15,6 +15,7 @@ import math
 
 import simpy
 
+from simserve.engine.pipeline_run import Flight, coalesced_run
 from simserve.scheduler import Batch
 
 
@@ -40,6 +41,8 @@ class PipelineLoop:
         self._turn_waiters: list[dict[int, simpy.Event]] = [{} for _ in range(n_stages)]
         self._stage_free_at = [0.0] * n_stages        # closed-form pipeline: when each stage frees
         self._routes: dict[int, list] = {}
+        self._flight: list[Flight | None] = [None] * len(self.schedulers)   # closed form: each lane's last launch
+        self._epoch = [0] * len(self.schedulers)
 
     def _next_micro_batch(self) -> tuple[int, Batch] | None:
         """The next lane with work, round robin over lanes with no micro-batch in flight."""
@@ -83,7 +86,9 @@ class PipelineLoop:
             lane, batch = found
             seq = self._launched
             self._launched += 1
-            if self.closed_pipeline:
+            if self.coalesce_pipeline and batch.decode_only:
+                coalesced_run(self, lane, batch)
+            elif self.closed_pipeline:
                 self._schedule_micro_batch(lane, batch)
             else:
                 env.process(self._micro_batch(lane, seq, batch))
@@ -93,16 +98,33 @@ class PipelineLoop:
         is known when it starts (stages serve in launch order), so it is computed here with the same
         arithmetic the played path uses, and only its two outcomes become events: tokens at the
         last stage's end, and the lane's return once the sampled tokens are back at the first."""
-        env = self.env
-        stats = batch.stats()
+        tokens_at, back = self._launch(batch.stats(), self.env.now)
+        flight = self._flight[lane] = Flight(batch.decodes if batch.decode_only and not batch.swaps else None, tokens_at, back)
+
+        def finish(_ev):
+            self._finish(batch, tokens_at)
+            flight.done = True
+        self.env.at(tokens_at).callbacks.append(finish)
+        self._return_at(lane, back)
+
+    def _return_at(self, lane: int, back: float) -> None:
+        """The lane's return event; a coalesced run that takes the lane over (engine/pipeline_run)
+        bumps its epoch, which voids it."""
+        epoch = self._epoch[lane]
+        self.env.at(back).callbacks.append(lambda _ev: epoch == self._epoch[lane] and self._lane_done(lane))
+
+    def _launch(self, stats, now: float, durations=None) -> tuple[float, float]:
+        """Book one micro-batch launched at `now` on every stage and transfer; returns (time its
+        tokens exist, time the lane is back). `durations`: its stage times where the caller has
+        them (a coalesced run: the same values `stage.time` gives, from `decode_times`)."""
         last = len(self.stages) - 1
-        exposed = self.host.take(stats, env.now)
-        ready = env.now + exposed
+        exposed = self.host.take(stats, now)
+        ready = now + exposed
         for s, stage in enumerate(self.stages):
             start = ready if ready > self._stage_free_at[s] else self._stage_free_at[s]
             if s > 0:
                 self.wait_output_s[s - 1] += start - ready
-            duration = stage.time(stats)
+            duration = stage.time(stats) if durations is None else durations[s]
             end = start + duration
             self._stage_free_at[s] = end
             if s == 0:
@@ -117,8 +139,7 @@ class PipelineLoop:
         back = tokens_at + self._transfer_closed_form(last, self.stages[-1].gpus, self.stages[0].gpus,
                                                       stats.logits_tokens * self.token_id_bytes, tokens_at)
         self.iterations += 1
-        env.at(tokens_at).callbacks.append(lambda _ev: self._finish(batch, tokens_at))
-        env.at(back).callbacks.append(lambda _ev: self._lane_done(lane))
+        return tokens_at, back
 
     def _transfer_closed_form(self, stage: int, src_gpus, dst_gpus, nbytes: float, start: float) -> float:
         """Idle-network time of a stage-to-stage send (links are this pipeline's own); accounted."""

@@ -48,6 +48,7 @@ class Replica(PipelineLoop):
         self.fast_transfers = fast_transfers
         self.closed_pipeline = closed_pipeline and len(stages) > 1 and all(st.closed_form for st in stages)
         self.swapper = None                 # engine.swap.KvSwapper when preemption swaps to host memory
+        self.coalesce_pipeline = coalesce_decode and self.closed_pipeline   # engine/pipeline_run
         self.completed: list[Request] = []
         self.rejected: list[Request] = []
         self.iterations = 0

@@ -1,0 +1,239 @@
+"""Coalesced pipelined decode: many micro-batch launches of a closed-form pipeline in one event.
+
+A closed-form pipeline (engine/pipeline.PipelineLoop with `closed_pipeline`) already computes a
+micro-batch's whole path when it launches; what stays per micro-batch is the scheduler pass, the
+cost model, and the three SimPy events of its launch, tokens and return. While no lane's batch can
+change (every lane decodes all its running requests, nobody waits, no arrival can come, nobody
+finishes, KV blocks suffice) the next launches are known too: the loop's own rule (launch when the
+first stage is free, round robin over the lanes that are back) is evaluated here in a plain loop
+over the stage free times, with every stage time taken from `Stage.decode_times` (the values
+`Stage.time` gives, bit for bit) and every launch booked by the same `PipelineLoop._launch` the
+stepped path uses, so accounting, timeline rows and float sums are the ones stepping produces.
+Only each lane's last tokens and return become events; the tokens of a lane's earlier rounds are
+emitted with them, each at its own time (as `Replica._decode_run` does), which nothing between can
+observe: no arrival comes before the last launch, and a round that completes a request is its
+lane's last (launches stop at the first completion time).
+
+The run stops before the first launch that is at or after the next arrival (when a lane could
+admit it) or the first completion, needs more KV blocks than are free, or belongs to a lane out of
+precomputed rounds; the loop then steps as before. tests/test_pipeline_run.py checks that
+requests.csv, the summary and the timeline equal stepping (`engine.coalesce_decode=false`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from simserve.cost.operators import BatchStats
+
+MAX_ROUNDS = 1024       # rounds per lane precomputed by one run (bounds its arrays)
+
+
+class Flight:
+    """A lane's last launched micro-batch: its decodes (None unless decode-only), the rounds of
+    tokens still to emit for them (1; more after a coalesced run), when they are emitted and when
+    the lane is back; `done` once they were."""
+    __slots__ = ("decodes", "rounds", "tokens_at", "back", "done")
+
+    def __init__(self, decodes, tokens_at: float, back: float, rounds: int = 1):
+        self.decodes, self.rounds, self.tokens_at, self.back, self.done = decodes, rounds, tokens_at, back, False
+
+
+class _Lane:
+    """One lane's part of a run. Round 0 is the lane's current micro-batch (the starting lane's is
+    launched here, the others' are in flight); round a >= 1 schedules with `p + a - 1` tokens
+    prefilled per request and allocates its KV growth when it launches."""
+
+    def __init__(self, index: int, reqs: list, pending: int, back: float | None):
+        self.index, self.reqs, self.n = index, reqs, len(reqs)
+        self.stats = BatchStats(decode_tokens=self.n, logits_tokens=self.n)
+        self.p = np.fromiter((r.prefilled + pending for r in reqs), dtype=np.int64, count=self.n)
+        self.held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=self.n)
+        # round `rem` completes some request (0: the current one does)
+        self.rem = min(r.osl - r.generated - pending for r in reqs) if reqs else 0
+        self.back = back                 # return still to come (None: the lane is back)
+        self.original_back = back is not None    # ... and it is an event scheduled before the run
+        self.voided = False              # that event was handled here
+        self.first = 1                   # first round launched here (0 for the starting lane)
+        self.durs: list[list[float]] = []   # per stage, times of rounds first, first + 1, ...
+        self.cum: list[int] = [0]        # cum[a]: KV blocks rounds 1..a need beyond those held
+        self.times: list[float] = []     # token times of the rounds launched here
+        self.launched = 0
+
+    def prepare(self, stages, rounds: int, first: int, block_size: int) -> None:
+        """Stage times of rounds first..rounds (the values Stage.time gives) and their KV growth."""
+        self.first = first
+        kv_first = float(int(self.p.sum()) + self.n * first)
+        self.durs = [st.decode_times(self.n, kv_first, rounds - first + 1).tolist() for st in stages]
+        if rounds > 0:
+            tokens = self.p[:, None] + np.arange(1, rounds + 1)[None, :]
+            grown = np.maximum(-(-tokens // block_size) - self.held[:, None], 0)
+            self.cum = [0] + grown.sum(axis=0).tolist()
+
+    def can_launch(self) -> bool:
+        return self.launched < (len(self.durs[0]) if self.durs else 0)
+
+
+def _steady(rep, lane: int, batch) -> list[_Lane] | None:
+    """The run's lanes, or None if some lane's next batch could change (or is not a plain decode)."""
+    if rep.kv.prefix is not None:
+        return None
+    lanes = []
+    for i, sched in enumerate(rep.schedulers):
+        if sched.waiting or sched.swapped or sched.speculation is not None:
+            return None
+        running = sched.running
+        if i == lane:
+            if len(batch.decodes) != len(running) or batch.spec_tokens or batch.swaps:
+                return None
+            lanes.append(_Lane(i, batch.decodes, 1, None))
+            continue
+        flight = rep._flight[i] if rep._lane_busy[i] else None
+        if flight is None:
+            if running:                  # back with work: the loop launches it next, stepping
+                return None
+            continue
+        if flight.done:                  # its tokens are out, its return is still to come
+            if not all(r.in_decode for r in running):
+                return None
+            lanes.append(_Lane(i, list(running), 0, flight.back))
+        elif flight.decodes is None or len(flight.decodes) != len(running):
+            return None
+        else:
+            lanes.append(_Lane(i, flight.decodes, flight.rounds, flight.back))
+    return lanes
+
+
+def coalesced_run(rep, lane: int, batch) -> None:
+    """Launch `batch` (decode-only, just scheduled on `lane`) and, while nothing can change, the
+    launches that follow it; see the module docstring."""
+    lanes = _steady(rep, lane, batch)
+    if lanes is None:
+        rep._schedule_micro_batch(lane, batch)
+        return
+    now = rep.env.now
+    cap_by_arrival = any(s.admits_new_arrivals() or not s.running for s in rep.schedulers)
+    next_arrival = rep.arrivals.next_time() if cap_by_arrival else math.inf
+    stop_at = next_arrival
+    for lp in lanes:
+        first = 0 if lp.index == lane else 1
+        if first and lp.rem <= 0 and not rep._flight[lp.index].done:
+            stop_at = min(stop_at, rep._flight[lp.index].tokens_at)   # in flight, completing
+        rounds = min(max(lp.rem, 0), MAX_ROUNDS)
+        if next_arrival < math.inf and rounds > first:
+            # a lane's rounds are at least its path apart, and stage times never shrink as contexts
+            # grow, so its first path bounds how many rounds fit before the next arrival
+            kv = float(int(lp.p.sum()) + lp.n * first)
+            path = sum(float(st.decode_times(lp.n, kv, 1)[0]) for st in rep.stages)
+            rounds = min(rounds, first + int((next_arrival - now) / path) + 2)
+        if first <= rounds:
+            lp.prepare(rep.stages, rounds, first, rep.kv.block_size)
+    _plan(rep, lanes, lane, stop_at)
+    _hand_back(rep, lanes)
+
+
+def _plan(rep, lanes: list[_Lane], lane: int, stop_at: float) -> None:
+    """Launch rounds as PipelineLoop.run_pipeline would, until a stop condition of the module
+    docstring."""
+    n_lanes = len(rep.schedulers)
+    by_index = {lp.index: lp for lp in lanes}
+    starter = by_index[lane]
+    t = rep.env.now
+    _launch(rep, starter, t)
+    if starter.rem <= 0:
+        stop_at = min(stop_at, starter.times[-1])
+    while True:
+        t = max(t, rep._stage_free_at[0])
+        lp = _pick(rep, by_index, n_lanes, t)
+        while lp is None:                # the loop sleeps until the next return
+            backs = [x.back for x in lanes if x.back is not None and x.back > t]
+            if not backs:
+                return
+            t = min(backs)
+            lp = _pick(rep, by_index, n_lanes, t)
+        a = lp.first + lp.launched       # the round it would launch
+        if t >= stop_at or not lp.can_launch():
+            return
+        need = lp.cum[a] - lp.cum[a - 1]
+        if not rep.kv.can_grow(need):
+            return
+        _returns(rep, lanes, t)
+        rep.kv.allocate(need)
+        if rep.inflight == 0:
+            rep._active_since = t
+        rep.inflight += 1
+        rep._next_lane = (lp.index + 1) % n_lanes
+        rep._launched += 1
+        _launch(rep, lp, t)
+        if a >= lp.rem:
+            stop_at = min(stop_at, lp.times[-1])
+
+
+def _pick(rep, by_index: dict, n_lanes: int, t: float) -> _Lane | None:
+    """PipelineLoop._next_micro_batch's choice at t: round robin over lanes back, with work."""
+    for i in range(n_lanes):
+        lp = by_index.get((rep._next_lane + i) % n_lanes)
+        if lp is not None and lp.n and (lp.back is None or lp.back <= t):
+            return lp
+    return None
+
+
+def _launch(rep, lp: _Lane, t: float) -> None:
+    tokens_at, lp.back = rep._launch(lp.stats, t, [d[lp.launched] for d in lp.durs])
+    lp.original_back = False
+    lp.times.append(tokens_at)
+    lp.launched += 1
+
+
+def _returns(rep, lanes: list[_Lane], t: float) -> None:
+    """PipelineLoop._lane_done of every return at or before t, in time order."""
+    for lp in sorted((x for x in lanes if x.back is not None and x.back <= t), key=lambda x: x.back):
+        rep.inflight -= 1
+        if rep.inflight == 0:
+            rep.active_s += lp.back - rep._active_since
+        lp.voided = lp.voided or lp.original_back
+        lp.back = None
+
+
+def _hand_back(rep, lanes: list[_Lane]) -> None:
+    """Events for what the run leaves pending: each lane's last tokens (with its earlier rounds'
+    tokens) and its return; the lanes' state as stepping would leave it."""
+    env, bs = rep.env, rep.kv.block_size
+    for lp in lanes:
+        i = lp.index
+        if lp.voided:
+            rep._epoch[i] += 1
+        if lp.launched:
+            last = lp.first + lp.launched - 1
+            blocks = np.maximum(lp.held, -(-(lp.p + last) // bs)).tolist() if last else lp.held.tolist()
+            for req, b in zip(lp.reqs, blocks):
+                req.blocks = b
+            flight = rep._flight[i] = Flight(lp.reqs, lp.times[-1], lp.back, len(lp.times))
+            env.at(lp.times[-1]).callbacks.append(
+                lambda _ev, reqs=lp.reqs, times=lp.times, flight=flight: _emit(rep, reqs, times, flight))
+        if lp.back is not None and not lp.original_back:
+            rep._return_at(i, lp.back)
+        rep._lane_busy[i] = lp.back is not None
+
+
+def _emit(rep, reqs: list, times: list[float], flight: Flight) -> None:
+    """Replica._finish of each round at its own time, as Replica._decode_run emits a run."""
+    k, n, end = len(times), len(reqs), times[-1]
+    shared_max = 0.0
+    if k > 1:
+        shared = np.diff(np.asarray(times))
+        rep.tokens.shared.append((shared, n))
+        shared_max = float(shared.max())
+    rep.tokens_emitted += k * n
+    first, single = times[0], rep.tokens.single
+    for req in reqs:
+        gap = first - req.last_token_s
+        single.append(gap)
+        req.itl_max_s = max(req.itl_max_s, gap, shared_max)
+        req.prefilled += k
+        req.generated += k
+        req.last_token_s = end
+        if req.generated >= req.osl:
+            rep._complete(req, end)
+    flight.done = True
