@@ -80,6 +80,7 @@ def cmd_run(args) -> int:
     # --- figures and trace (issue 7): check the window before a long run ---
     from simserve.tracing import parse_window
     trace_window = parse_window(args.trace_window)
+    overrides = _timeline_overrides(args, trace_window) + overrides
     # --- end ---
     formats = set(args.format or ())
     figure_format = next((f for f in reversed(args.format or ()) if f in ("png", "svg")), "png")
@@ -118,6 +119,16 @@ def cmd_run(args) -> int:
     if not args.quiet:
         _print_summary(result.summary, out)
     return 0
+
+
+def _timeline_overrides(args, trace_window) -> list[str]:
+    """--timeline-window as engine.timeline_window_s; a trace is drawn from the timeline: record it."""
+    from simserve.tracing import parse_window
+    window = parse_window(args.timeline_window, "--timeline-window")
+    if window is not None:
+        end = min(window[1], 1e300)                   # an open end: the config takes finite numbers
+        return [f"engine.timeline_window_s=[{window[0]!r}, {end!r}]"]
+    return ["engine.timeline=true"] if args.trace or trace_window else []
 
 
 def _need_pyarrow() -> None:
@@ -252,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(needs pyarrow); repeatable")
     run.add_argument("--trace", action="store_true", help="write OUT/trace.json (Perfetto, chrome://tracing)")
     run.add_argument("--trace-window", metavar="START:END", help="trace only this simulated time (s); implies --trace")
+    run.add_argument("--timeline-window", metavar="START:END",
+                     help="record the timeline (timeline.csv.gz) only for this simulated time (s); by default "
+                          "it is recorded whole for runs of up to 20,000 requests per pipeline stage, not at all above")
     # --- end ---
     run.set_defaults(func=cmd_run)
 

@@ -181,6 +181,8 @@ class EngineConfig(Strict):
     kv_watermark: float = Field(0.01, ge=0, lt=1)           # vLLM default
     swap_space_GiB: Optional[float] = Field(None, ge=0, le=1e6)   # host KV swap space per GPU (null: the runtime's)
     coalesce_decode: bool = True             # advance unchanging decode runs as one event (exact)
+    timeline: Optional[bool] = None   # record it (null: up to 20,000 requests x stages; engine/timeline.py)
+    timeline_window_s: Optional[tuple[float, float]] = None   # only rows starting in [start, end) s
     # how the serving engine spends host time and runs kernels: a catalog runtime
     # (simserve/catalog/runtimes: vllm-v1, vllm-v0, sglang, trtllm, ideal), a YAML file, or an
     # inline dict (`base:` a catalog runtime whose fields it overrides)

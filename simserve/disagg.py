@@ -106,7 +106,9 @@ def build_disaggregated(cfg: SimConfig, model, wall_start: float) -> World:
     network = Network(env, topology)
     world = World(cfg, model, get_hardware(cfg.cluster.hardware), topology, joined,
                   parts["prefill"][3] + parts["decode"][3], requests, source, env, network,
-                  Communicator(env, network, cfg.fidelity), Timeline(), wall_start=wall_start)
+                  Communicator(env, network, cfg.fidelity),
+                  Timeline.for_run(cfg.engine, len(requests), cfg.parallelism.pp),
+                  wall_start=wall_start)
     prefill, decode = [], []
     prefill_rng, decode_rng = (np.random.default_rng(s) for s in router_seed.spawn(2))
     arrivals = make_arrivals(world, Router(cfg.router.policy, prefill, prefill_rng))

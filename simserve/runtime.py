@@ -238,7 +238,7 @@ class RuntimeStepCost:
         for f in ("tokens", "decode_tokens", "logits_tokens"):
             x[FEATURE_INDEX[f]] = float(rows)
         x[FEATURE_INDEX["decode_kv_tokens"]] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
-        gpu = np.broadcast_to(np.asarray(self.inner.time_of(x), dtype=float), (steps,)).copy()
+        gpu = np.broadcast_to(np.asarray(self.inner.context_time_of(x), dtype=float), (steps,)).copy()
         if graphed or not self.runtime.cuda_graphs.eager_launch_s:
             return gpu
         return np.maximum(gpu, self.kernels(x) * self.runtime.cuda_graphs.eager_launch_s)

@@ -36,7 +36,7 @@ DEFAULT_WINDOW_S = 60.0      # --trace on a longer run: the first minute, unless
 WARN_BYTES = 50_000_000      # Perfetto loads ~50 MB of JSON in seconds; beyond that it crawls
 
 
-def parse_window(text: str | None) -> tuple[float, float] | None:
+def parse_window(text: str | None, flag: str = "--trace-window") -> tuple[float, float] | None:
     """'START:END' in simulated seconds; either side may be empty (from the start / to the end)."""
     if text is None:
         return None
@@ -47,9 +47,9 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
         start = float(parts[0]) if parts[0].strip() else 0.0
         end = float(parts[1]) if parts[1].strip() else math.inf
     except ValueError:
-        raise SimserveError(f"--trace-window {text!r}: expected START:END in simulated seconds, e.g. 10:20") from None
+        raise SimserveError(f"{flag} {text!r}: expected START:END in simulated seconds, e.g. 10:20") from None
     if not (start >= 0 and end > start):
-        raise SimserveError(f"--trace-window {text!r}: need 0 <= START < END")
+        raise SimserveError(f"{flag} {text!r}: need 0 <= START < END")
     return start, end
 
 

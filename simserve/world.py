@@ -284,7 +284,9 @@ def build_world(config=None, overrides=()) -> World:
     env = SimEnvironment()
     network = Network(env, topology)
     world = World(cfg, model, gpu, topology, placement, plans, requests, source, env, network,
-                  Communicator(env, network, cfg.fidelity), Timeline(), wall_start=wall_start)
+                  Communicator(env, network, cfg.fidelity),
+                  Timeline.for_run(cfg.engine, len(requests), cfg.parallelism.pp),
+                  wall_start=wall_start)
     exclusive, own_pipeline = exclusive_links(world.topology, world.placement)
     planners = _Planners(cfg, model, gpu, precision, shards, moe_seed)
     planners.drafters = drafters

@@ -212,6 +212,8 @@ CASES = [
     ("seed-flag-text", cfg(), RUN + ["--seed", "abc"], ["--seed"]),
     ("trace-window-text", cfg(), RUN + ["--trace-window", "a:b"], ["window"]),
     ("trace-window-reversed", cfg(), RUN + ["--trace-window", "5:1"], ["window"]),
+    ("timeline-window-text", cfg(), RUN + ["--timeline-window", "a:b"], ["--timeline-window"]),
+    ("timeline-window-reversed", cfg(), RUN + ["--timeline-window", "5:1"], ["--timeline-window"]),
     ("plots-bad-format", cfg(), RUN + ["--plots", "--format", "gif"], ["--format"]),
     ("out-under-a-file", cfg() | {"afile": "x"}, ["run", "cfg.yaml", "--out", "afile/sub", "--quiet"],
      ["afile/sub"]),

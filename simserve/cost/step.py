@@ -41,6 +41,7 @@ class StepCost:
         # being its gate feature (tokens): then the coefficients use peak rates and no overhead,
         # or an operator table's correction r(x) of the fitted time (cost.op_tables)
         self.ops = []
+        self._context_memo: dict[tuple, list] = {}
         for op, weight in weighted:
             rho = gemm_curve(op, gpu)
             eta_c, eta_m = (1.0, 1.0) if rho is not None else efficiencies(op, gpu)
@@ -69,12 +70,36 @@ class StepCost:
         context (new tokens included) is kv_tokens_start at the first step and grows by num_seqs a
         step. Only the context feature is an array; every operator is evaluated by the same
         `_op_time` as in time_of, in the same order, so element j equals time_of of step j bit for
-        bit (operators that do not read the context stay scalars, computed once)."""
+        bit (operators that do not read the context stay scalars: `context_time_of`)."""
         x: list = [0.0] * len(FEATURES)
         x[_CONST] = 1.0
         x[_TOKENS] = x[_DECODE_TOKENS] = x[_LOGITS] = float(num_seqs)
         x[_DECODE_KV] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
-        return np.broadcast_to(np.asarray(self.time_of(x), dtype=float), (steps,)).copy()
+        return np.broadcast_to(np.asarray(self.context_time_of(x), dtype=float), (steps,)).copy()
+
+    def context_time_of(self, x: list):
+        """time_of of features whose context (decode_kv_tokens) is an array of decode steps: the
+        operators that do not read it are evaluated once per batch shape (every other feature) and
+        remembered, the others each time; the sum runs in time_of's order, so the result is the
+        same bit for bit."""
+        key = tuple(v for i, v in enumerate(x) if i != _DECODE_KV)
+        parts = self._context_memo.get(key)
+        if parts is None:
+            parts = []
+            for op in self.ops:
+                gate, weight, overhead, comp, mem, scale = op
+                if x[gate] > 0:
+                    t = _op_time(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
+                    parts.append(op if isinstance(t, np.ndarray) else t)
+            if len(self._context_memo) < 4096:      # batch shapes: at most a few hundred
+                self._context_memo[key] = parts
+        total = 0.0
+        for part in parts:
+            if isinstance(part, tuple):
+                _, weight, overhead, comp, mem, scale = part
+                part = _op_time(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
+            total += part
+        return total
 
 
 def _op_time(weight: float, overhead: float, comp, mem, x: list, scale=1.0):

@@ -41,6 +41,8 @@ class PipelineLoop:
         self._turn_waiters: list[dict[int, simpy.Event]] = [{} for _ in range(n_stages)]
         self._stage_free_at = [0.0] * n_stages        # closed-form pipeline: when each stage frees
         self._routes: dict[int, list] = {}
+        self._send_memo: dict[tuple[int, float], float] = {}
+        self._sends_due: dict[tuple[int, float], int] | None = None
         self._flight: list[Flight | None] = [None] * len(self.schedulers)   # closed form: each lane's last launch
         self._epoch = [0] * len(self.schedulers)
 
@@ -142,10 +144,25 @@ class PipelineLoop:
         return tokens_at, back
 
     def _transfer_closed_form(self, stage: int, src_gpus, dst_gpus, nbytes: float, start: float) -> float:
-        """Idle-network time of a stage-to-stage send (links are this pipeline's own); accounted."""
-        network = self.network
+        """Idle-network time of a stage-to-stage send (links are this pipeline's own), memoised per
+        size; its bytes are accounted now, or counted for `account_sends` while a coalesced run
+        books its launches (byte counts are whole numbers: their float sums are exact in any order)."""
+        key = (stage, nbytes)
+        duration = self._send_memo.get(key)
+        if duration is None:
+            duration = self._send_memo[key] = self._send_time(stage, src_gpus, dst_gpus, nbytes)
+        if self._sends_due is None:
+            self._account_send(stage, nbytes, 1)
+        else:
+            self._sends_due[key] = self._sends_due.get(key, 0) + 1
+        self.p2p_s[stage] += duration
+        self.timeline.transfer(self, stage, start, start + duration, nbytes * len(self._routes[stage]))
+        return duration
+
+    def _send_time(self, stage: int, src_gpus, dst_gpus, nbytes: float) -> float:
         routes = self._routes.get(stage)
         if routes is None:     # per rank: (links, path latency, slowest link's bandwidth)
+            network = self.network
             table = network.topology.links
             routes = self._routes[stage] = [
                 (links, latency_s, min((table[i].bw_Bps for i in links), default=math.inf))
@@ -154,10 +171,17 @@ class PipelineLoop:
         for links, latency_s, bw_Bps in routes:
             t = latency_s + (nbytes / bw_Bps if nbytes > 0 and links else 0.0)
             duration = t if t > duration else duration
-            network.account(links, nbytes, "p2p")
-        self.p2p_s[stage] += duration
-        self.timeline.transfer(self, stage, start, start + duration, nbytes * len(routes))
         return duration
+
+    def _account_send(self, stage: int, nbytes: float, count: int) -> None:
+        for links, _, _ in self._routes[stage]:
+            self.network.account(links, nbytes * count, "p2p")
+
+    def account_sends(self) -> None:
+        """Account the sends a coalesced run counted (engine/pipeline_run)."""
+        for (stage, nbytes), count in self._sends_due.items():
+            self._account_send(stage, nbytes, count)
+        self._sends_due = None
 
     def _take_turn(self, s: int, seq: int):
         if self._turn[s] != seq:

@@ -112,7 +112,6 @@ def coalesced_run(rep, lane: int, batch) -> None:
     if lanes is None:
         rep._schedule_micro_batch(lane, batch)
         return
-    now = rep.env.now
     cap_by_arrival = any(s.admits_new_arrivals() or not s.running for s in rep.schedulers)
     next_arrival = rep.arrivals.next_time() if cap_by_arrival else math.inf
     stop_at = next_arrival
@@ -120,16 +119,12 @@ def coalesced_run(rep, lane: int, batch) -> None:
         first = 0 if lp.index == lane else 1
         if first and lp.rem <= 0 and not rep._flight[lp.index].done:
             stop_at = min(stop_at, rep._flight[lp.index].tokens_at)   # in flight, completing
-        rounds = min(max(lp.rem, 0), MAX_ROUNDS)
-        if next_arrival < math.inf and rounds > first:
-            # a lane's rounds are at least its path apart, and stage times never shrink as contexts
-            # grow, so its first path bounds how many rounds fit before the next arrival
-            kv = float(int(lp.p.sum()) + lp.n * first)
-            path = sum(float(st.decode_times(lp.n, kv, 1)[0]) for st in rep.stages)
-            rounds = min(rounds, first + int((next_arrival - now) / path) + 2)
+        rounds = min(max(lp.rem, 0), MAX_ROUNDS)     # (an array of a round per entry: cheap)
         if first <= rounds:
             lp.prepare(rep.stages, rounds, first, rep.kv.block_size)
+    rep._sends_due = {}
     _plan(rep, lanes, lane, stop_at)
+    rep.account_sends()
     _hand_back(rep, lanes)
 
 

@@ -182,11 +182,7 @@ class Replica(PipelineLoop):
         kv_start = float(prefilled.sum() + n)
         cap_by_arrival = sched.admits_new_arrivals()
         next_arrival = self.arrivals.next_time() if cap_by_arrival else math.inf
-        if cap_by_arrival and k_max > 1 and next_arrival < math.inf:
-            # step times never shrink as contexts grow, so the first step's time bounds how many
-            # steps fit before the next arrival: evaluate only those
-            first_step_s = float(stage.decode_times(n, kv_start, 1)[0])
-            k_max = min(k_max, int((next_arrival - env.now) / first_step_s) + 2)
+        # (every step to k_max is evaluated, an array entry each: cheaper than a call to bound k)
         gpu = stage.decode_times(n, kv_start, k_max)
         durations, exposed = self.host.decode_run(n, gpu)     # exposed host time per step
         ends = np.cumsum(np.concatenate(([env.now], durations)))[1:]

@@ -9,6 +9,7 @@ and coalesce decode runs. Otherwise the executor plays the plan on the network.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -96,8 +97,10 @@ class Stage:
         return split
 
     def busy_s(self) -> dict[str, float]:
+        """Seconds per kind, each the correctly rounded sum of its parts (math.fsum: any order)."""
         out = {}
         for kind, parts in self.busy.items():
-            arrays = [np.atleast_1d(np.asarray(p, dtype=float)) for p in parts]
-            out[kind] = math.fsum(np.concatenate(arrays)) if arrays else 0.0
+            arrays = [p for p in parts if isinstance(p, np.ndarray)]
+            floats = [p for p in parts if not isinstance(p, np.ndarray)]
+            out[kind] = math.fsum(itertools.chain(floats, *(a.ravel().tolist() for a in arrays)))
         return out
