@@ -56,6 +56,11 @@ def test_fp8_quantisation_is_one_measured_call_per_gemm_input():
     op = op_named("ffn_quantize_activations", L8B, 1, BatchStats.of([(1024, 0)], logits_tokens=0), prec)
     want = sum(measured("h200", "elementwise", op="quantize_fp8", tokens=1024, width=w) for w in (4096, 14336))
     assert op.shape == (4096, 14336) and op_time(op, H200) == pytest.approx(want, rel=1e-9)
+    # the table measures the dynamic-scale two-pass kernel: a static-scale quantisation (one pass)
+    # keeps the fitted factors
+    static = op_named("ffn_quantize_activations", L8B, 1, BatchStats.of([(1024, 0)], logits_tokens=0),
+                      Precision(weights="fp8", activation_scale="static"))
+    assert table_ratio(static.model, H200) is None
 
 
 def test_decode_correction_is_held_at_the_table_edges():

@@ -41,9 +41,11 @@ import numpy as np
 from simserve.catalog import Gpu, resolve_profile
 from simserve.cost.operators import FEATURES
 
-# cost.operators elementwise operator (name suffix) -> the elementwise.csv kernel measuring one call
-ELEMENTWISE_KERNELS = {"norms": "add_rms_norm", "final_norm": "add_rms_norm", "silu_mul": "silu_mul",
-                       "quantize_activations": "quantize_fp8"}
+# cost.operators elementwise operator (name suffix) -> (the elementwise.csv kernel measuring one
+# call, kernels per call): the measured quantisation is the dynamic-scale two-pass one, so a
+# static-scale quantisation (one kernel per input) keeps the fitted factors
+ELEMENTWISE_KERNELS = {"norms": ("add_rms_norm", 1), "final_norm": ("add_rms_norm", 1),
+                       "silu_mul": ("silu_mul", 1), "quantize_activations": ("quantize_fp8", 2)}
 _DECODE_TOKENS, _DECODE_KV = FEATURES.index("decode_tokens"), FEATURES.index("decode_kv_tokens")
 
 
@@ -205,8 +207,8 @@ def elementwise_ratio(op, gpu: Gpu, gate: int, scalar, memory_Bps: float) -> Ele
     """The correction of an elementwise OpModel whose name ends with a measured kernel and whose
     shape lists the width of each call, else None."""
     folder = profile_folder(gpu)
-    kernel = next((k for suffix, k in ELEMENTWISE_KERNELS.items() if op.name.endswith(suffix)), None)
-    if folder is None or kernel is None or not op.shape:
+    kernel, per_call = next((k for suffix, k in ELEMENTWISE_KERNELS.items() if op.name.endswith(suffix)), (None, 0))
+    if folder is None or kernel is None or not op.shape or op.kernels != per_call * len(op.shape):
         return None
     grid = elementwise_grid(folder, kernel)
     if grid is None:
