@@ -13,6 +13,7 @@ from simserve.network import build_topology
 SWITCH = TopologyFacts(node_of=lambda r: 0, nvls=True)
 MESH = TopologyFacts(direct=lambda a, b: a != b)
 NODES_OF_4 = TopologyFacts(node_of=lambda r: r // 4)
+NVLS_NODES_OF_4 = TopologyFacts(node_of=lambda r: r // 4, nvls=True)
 
 DGX_H100 = build_topology("h100-sxm")
 MI300X = build_topology("mi300x")
@@ -30,18 +31,24 @@ def _pow2_only(algo, op):
 def test_every_schedule_delivers_every_contribution(n, nbytes, data):
     op = data.draw(st.sampled_from([o for o in ALGORITHMS if o != "sendrecv"]))
     algo = data.draw(st.sampled_from(ALGORITHMS[op]))
-    facts = data.draw(st.sampled_from([SWITCH, MESH, NODES_OF_4]))
+    facts = data.draw(st.sampled_from([SWITCH, MESH, NODES_OF_4, NVLS_NODES_OF_4]))
     ranks = list(range(n))
     if _pow2_only(algo, op) and n & (n - 1):
         with pytest.raises(ConfigError, match="power-of-two"):
             build(op, algo, ranks, nbytes, facts)
         return
-    if algo == "hierarchical" and facts is NODES_OF_4 and n > 4 and n % 4:
+    if algo == "hierarchical" and facts in (NODES_OF_4, NVLS_NODES_OF_4) and n > 4 and n % 4:
         with pytest.raises(ConfigError, match="same number of GPUs"):
             build(op, algo, ranks, nbytes, facts)
         return
-    if algo == "nvls" and facts is not SWITCH and n > 1:    # one rank: nothing to reduce anywhere
+    one_switch = facts is SWITCH or (facts is NVLS_NODES_OF_4 and n <= 4)
+    if algo == "nvls" and not one_switch and n > 1:    # one rank: nothing to reduce anywhere
         with pytest.raises(ConfigError, match="nvls"):
+            build(op, algo, ranks, nbytes, facts)
+        return
+    # NVLS_TREE: NVLS in every node of 2 or more equal nodes (the 4-GPU nodes here: n = 8, 12, 16)
+    if algo == "nvls_tree" and n > 1 and not (facts is NVLS_NODES_OF_4 and n > 4 and n % 4 == 0):
+        with pytest.raises(ConfigError, match="nvls_tree"):
             build(op, algo, ranks, nbytes, facts)
         return
     verify(build(op, algo, ranks, nbytes, facts))

@@ -71,3 +71,34 @@ def test_quick_reduce_moves_the_codecs_bytes():
 def test_quick_reduce_on_nvidia_is_refused_naming_the_field():
     with pytest.raises(Exception, match="collectives.quick_reduce"):
         simulate({"collectives": {"quick_reduce": "int4"}, "workload": {"num_requests": 1}})
+
+
+@pytest.mark.parametrize("gpus, one_shot_below, workspace", [
+    (2, None, 16_000_000),          # world size <= 2: always ONESHOT; workspace 16 * 1000 * 1000
+    (4, 1_000_000, 8_000_000),      # <= 4: ONESHOT below 1 * 1000 * 1000 B
+    (8, 500_000, 8_000_000),        # more: ONESHOT below 500 * 1000 B
+])
+def test_trtllm_shot_follows_its_select_implementation_within_the_workspace(gpus, one_shot_below, workspace):
+    """TRT-LLM AllreducePlugin::selectImplementation and getMaxRequiredWorkspaceSize
+    (customAllReduceUtils.h), as engine_kernels.yaml quotes them: one shot or the other, never
+    both, and NCCL alone past the workspace (inclusive: bytes <= workspace)."""
+    topo = build_topology("h100-sxm", kernels="trtllm")
+    ranks = tuple(range(gpus))
+    if one_shot_below:
+        assert _direct(topo, ranks, one_shot_below - 2) == {"one_shot"}
+        assert _direct(topo, ranks, one_shot_below) == {"two_shot"}
+    assert _direct(topo, ranks, workspace) == ({"one_shot"} if gpus == 2 else {"two_shot"})
+    assert not _direct(topo, ranks, workspace + 2)
+
+
+def test_a_config_with_trtllm_kernels_runs_and_uses_them():
+    cfg = {"model": "llama-3.1-8b", "cluster": {"topology": "dgx-h100"}, "parallelism": {"tp": 8},
+           "collectives": {"kernels": "trtllm", "allreduce": "auto"}, "workload": {"num_requests": 4}}
+    result = simulate(cfg)
+    assert result.summary["num_completed"] == 4
+    used = result.summary["collectives"]["allreduce"]
+    assert used.get("one_shot") and used.get("two_shot")    # decode steps one-shot, prefills two-shot
+    # decode's TP all-reduce of llama-3.1-8b (hidden 4096, bf16) is 8 KiB a token: one-shot
+    topo = build_topology("h100-sxm", kernels="trtllm")
+    _, algo = collective_time(topo, "allreduce", "auto", tuple(range(8)), 8 * KiB)
+    assert algo == "one_shot"

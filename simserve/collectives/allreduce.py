@@ -64,11 +64,13 @@ def _one_node(topology, ranks) -> bool:
     return len({topology.node_of(r) for r in ranks}) == 1
 
 
-def _custom_applies(topology, ranks, nbytes) -> bool:
-    # custom (IPC) all-reduce kernels need direct peer access: NVLink or xGMI, one node; the size
-    # limits are the engine's on this platform (catalog/engine_kernels.yaml)
-    return (_one_node(topology, ranks) and topology.fabric in ("nvswitch", "mesh")
-            and topology.kernels.custom_allreduce(len(ranks), nbytes))
+def _custom_applies(shot: str):
+    """custom (IPC) all-reduce kernels need direct peer access: NVLink or xGMI, one node; the size
+    limits (and, for TRT-LLM, which shot) are the engine's on this platform (engine_kernels.yaml)."""
+    def applies(topology, ranks, nbytes) -> bool:
+        return (_one_node(topology, ranks) and topology.fabric in ("nvswitch", "mesh")
+                and topology.kernels.custom_allreduce(len(ranks), nbytes, shot))
+    return applies
 
 
 def _quick_reduce_applies(topology, ranks, nbytes) -> bool:
@@ -78,6 +80,15 @@ def _quick_reduce_applies(topology, ranks, nbytes) -> bool:
 
 def _nvls_applies(topology, ranks, nbytes) -> bool:
     return _one_node(topology, ranks) and topology.nvls and len(ranks) > 1
+
+
+def _nvls_tree_applies(topology, ranks, nbytes) -> bool:
+    """NCCL offers NVLS_TREE only across nodes (tuning.cc: "Disable NVLS Tree on a single node"),
+    with NVLS on every node (multicast needs at least 2 GPUs: transport/nvls.cc ncclNvlsInit) and
+    the library's NVLS_TREE table (NCCL; RCCL has none)."""
+    groups = by_node(ranks, topology)
+    return (topology.nvls and len(groups) > 1 and len({len(g) for g in groups}) == 1 and len(groups[0]) > 1
+            and "nvls_tree" in topology.comm.table)
 
 
 def _never(topology, ranks, nbytes) -> bool:
@@ -185,6 +196,47 @@ def build_nvls(ranks, nbytes, topo) -> Schedule:
     return schedule("nvls", ranks, nbytes, [[SwitchReduce(tuple(ranks), tuple(ranks), float(nbytes), (0,))]], bb)
 
 
+def build_nvls_tree(ranks, nbytes, topo) -> Schedule:
+    """NCCL's NVLS_TREE (multi-node NVLS): inside each node NVLink SHARP reduce-scatters (GPU j pulls
+    its node's sum of shard j through the switch, multimem ld_reduce); GPU j, the head of rail j,
+    all-reduces shard j with the other nodes' j-th GPUs over NCCL's double binary tree on the NICs
+    (two mirrored trees, half the shard each); then it multicasts the result to its node (multimem
+    st). Blocks: shard j x tree c. comm.nvls_tree plays the three parts overlapped, as NCCL
+    pipelines them."""
+    groups = _nvls_tree_groups(ranks, topo)
+    g, nodes = len(groups[0]), len(groups)
+    bb = (nbytes / (2 * g),) * (2 * g)
+    shard = [(2 * j, 2 * j + 1) for j in range(g)]
+    rs = [SwitchReduce(tuple(m), (m[j],), 2 * bb[0], shard[j]) for m in groups for j in range(g)]
+    ag = [SwitchReduce((m[j],), tuple(m), 2 * bb[0], shard[j]) for m in groups for j in range(g)]
+    trees = [_rail_tree(groups, j, c, bb) for c in range(2) for j in range(g)]
+    depth = max(d for _, _, d in tree_levels(nodes, False))
+    return schedule("nvls_tree", ranks, nbytes, [rs] + merge_parallel(trees) + [ag], bb,
+                    f"{nodes} nodes x {g} GPUs: NVLS in each node, {g} rail tree(s) of depth {depth}")
+
+
+def _nvls_tree_groups(ranks, topo) -> list[list[int]]:
+    groups = by_node(ranks, topo)
+    if not topo.nvls:
+        raise ConfigError("nvls_tree needs NVSwitches with in-switch reduction (dgx-h100, dgx-h200, dgx-b200)")
+    if len(groups) < 2 or len({len(m) for m in groups}) != 1 or len(groups[0]) < 2:
+        raise ConfigError(f"nvls_tree needs 2 or more nodes with the same number (>= 2) of GPUs each; got "
+                          f"{sorted(len(m) for m in groups)}")
+    return groups
+
+
+def _rail_tree(groups, j, c, bb) -> list[list[Move]]:
+    """Tree c (mirrored when odd) over the nodes' j-th GPUs: reduce up, then broadcast down."""
+    edges = tree_levels(len(groups), mirrored=bool(c))
+    depth = max(d for _, _, d in edges)
+    block = (2 * j + c,)
+    up = [[transfer(groups[child][j], groups[parent][j], block, bb, reduce=True)
+           for child, parent, level in edges if level == d] for d in range(depth, 0, -1)]
+    down = [[transfer(groups[parent][j], groups[child][j], block, bb)
+             for child, parent, level in edges if level == d] for d in range(1, depth + 1)]
+    return up + down
+
+
 def build_hierarchical(ranks, nbytes, topo) -> Schedule:
     """Intra-node ring RS -> inter-node recursive-doubling AR of each 1/G shard over the GPUs that
     hold it (one rail each; NVRAR's structure) -> intra-node ring AG."""
@@ -237,12 +289,15 @@ ALLREDUCE.register("tree", AllReduceAlgorithm(build_tree, priority=1, family="tr
                                               description="NCCL tree: node chains + double binary tree"))
 ALLREDUCE.register("nvls", AllReduceAlgorithm(build_nvls, _nvls_applies, priority=6,
                                               description="NVLink SHARP in-switch reduction"))
-ALLREDUCE.register("one_shot", AllReduceAlgorithm(build_one_shot, _custom_applies, priority=4,
+ALLREDUCE.register("one_shot", AllReduceAlgorithm(build_one_shot, _custom_applies("one_shot"), priority=4,
                                                   description="vLLM/TRT-LLM one-shot custom kernel"))
-ALLREDUCE.register("two_shot", AllReduceAlgorithm(build_two_shot, _custom_applies, priority=5,
+ALLREDUCE.register("two_shot", AllReduceAlgorithm(build_two_shot, _custom_applies("two_shot"), priority=5,
                                                   description="vLLM/TRT-LLM two-shot custom kernel"))
 ALLREDUCE.register("quick_reduce", AllReduceAlgorithm(build_quick_reduce, _quick_reduce_applies, priority=8,
                                                       description="vLLM ROCm QuickReduce (two-shot, codec on the wire)"))
+ALLREDUCE.register("nvls_tree", AllReduceAlgorithm(build_nvls_tree, _nvls_tree_applies, priority=9,
+                                                   family="nvls_tree",
+                                                   description="NCCL NVLS_TREE: NVLS in each node, tree over NICs"))
 # hierarchical streams its phases (NVRAR overlaps the intra-node reduce-scatter with the inter-node
 # exchange, seed 001 / arXiv 2511.09557): slices flow through RS -> RD -> AG like a pipeline
 ALLREDUCE.register("hierarchical", AllReduceAlgorithm(build_hierarchical, _never, family="ring", pipelined=True,

@@ -33,11 +33,20 @@ class EngineKernels:
     qr_min_bytes: Mapping[int, Mapping[str, float]] = field(default_factory=dict)
     qr_max_bytes: float = 0.0
     qr_wire_ratio: Mapping[str, float] = field(default_factory=dict)
+    custom_inclusive: bool = False                    # cap is bytes <= max (TRT-LLM), not < (vLLM)
+    one_shot_below: Mapping[int, float] = field(default_factory=dict)   # the engine's shot rule; {}: none
 
-    def custom_allreduce(self, n: int, nbytes: float) -> bool:
-        """Would the engine call its custom one-/two-shot kernel for n GPUs and this size?"""
+    def custom_allreduce(self, n: int, nbytes: float, shot: str = "") -> bool:
+        """Would the engine call its custom kernel for n GPUs and this size, and (with `shot`,
+        one_shot or two_shot) that kernel? Without a shot rule both shots are offered and `auto`
+        takes the faster."""
         cap = self.custom_max_bytes.get(n)
-        return cap is not None and nbytes < cap
+        if cap is None or not (nbytes <= cap if self.custom_inclusive else nbytes < cap):
+            return False
+        below = self.one_shot_below.get(n)
+        if not shot or below is None:
+            return True
+        return (nbytes < below) == (shot == "one_shot")
 
     def quick_reduce_applies(self, n: int, nbytes: float) -> bool:
         if self.quick_reduce == "none" or n not in self.qr_world_sizes:
@@ -58,11 +67,14 @@ def engine_kernels(platform: str = "none", quick_reduce: str = "none") -> Engine
         raise ConfigError(f"collectives.quick_reduce: unknown codec {quick_reduce!r}; choose one of "
                           f"{', '.join(QUICK_REDUCE_REGIMES)}")
     entry = tables[platform] or {}
-    custom = {int(n): float(b) for n, b in (entry.get("custom_allreduce") or {}).get("max_bytes", {}).items()}
+    custom_entry = entry.get("custom_allreduce") or {}
+    custom = {int(n): float(b) for n, b in custom_entry.get("max_bytes", {}).items()}
     qr = entry.get("quick_reduce") or {}
     if quick_reduce != "none" and not qr:
         raise ConfigError(f"collectives.quick_reduce: {platform} has no QuickReduce (vLLM ships it for ROCm "
                           f"MI300-class GPUs); use none")
     return EngineKernels(platform, custom, quick_reduce, tuple(qr.get("world_sizes", ())),
                          {int(n): dict(v) for n, v in qr.get("min_bytes", {}).items()},
-                         float(qr.get("max_bytes", 0.0)), dict(qr.get("wire_ratio", {})))
+                         float(qr.get("max_bytes", 0.0)), dict(qr.get("wire_ratio", {})),
+                         bool(custom_entry.get("inclusive", False)),
+                         {int(n): float(b) for n, b in custom_entry.get("one_shot_below", {}).items()})

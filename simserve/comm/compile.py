@@ -12,6 +12,7 @@ from simserve.collectives import algorithms
 from simserve.collectives.allreduce import ALLREDUCE
 from simserve.collectives.schedule import Schedule, SwitchReduce
 from simserve.comm.cache import CollectiveCache, cache_for
+from simserve.comm.nvls_tree import nvls_tree_program
 from simserve.comm.pipeline import pipelined
 from simserve.comm.program import CompiledPhase, CompiledSchedule
 from simserve.network.fluid import idle_phase_s
@@ -91,6 +92,8 @@ def protocol_options(topology: Topology, op: str, algo: str, ranks, nbytes: floa
     not priced in protocols)."""
     cache = cache or cache_for(topology)
     family, streams = family_of(op, algo) if len(ranks) > 1 and nbytes else (None, False)
+    if family == "nvls_tree":          # NVLS_TREE: Simple only, its own overlapped program
+        return [nvls_tree_program(topology, tuple(ranks), float(nbytes), cache)]
     if streams:
         return [pipelined(topology, op, algo, tuple(ranks), float(nbytes), family, proto, cache)
                 for proto in topology.comm.protocols]
