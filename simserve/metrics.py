@@ -20,7 +20,10 @@ REQUEST_COLUMNS = ["request_id", "replica", "status", "arrival_s", "isl", "osl",
 
 
 def distribution(values) -> dict[str, float]:
-    """mean and percentiles of a sample; order-independent (sorted first), NaN-free; zeros if empty."""
+    """mean and percentiles of a sample; order-independent (sorted first), NaN-free; zeros if empty.
+    A weighted sample (engine.tokens.ItlSample) computes the same of its expanded values."""
+    if hasattr(values, "distribution"):
+        return values.distribution()
     arr = np.sort(np.asarray(values, dtype=float))
     arr = arr[~np.isnan(arr)]
     if arr.size == 0:
@@ -135,6 +138,9 @@ def vllm_benchmark(requests: pd.DataFrame, itl_gaps, summary: dict, percentiles=
            "total_token_throughput": summary["throughput_total_tokens_per_s"]}
     samples = {"ttft": done.ttft_s, "tpot": done.tpot_s, "itl": itl_gaps, "e2el": done.e2e_s}
     for name, values in samples.items():
+        if hasattr(values, "distribution"):         # engine.tokens.ItlSample: a long run's ITL
+            _weighted_fields(out, name, values, percentiles)
+            continue
         arr = np.asarray(values, dtype=float)
         arr = arr[~np.isnan(arr)] * 1000.0
         empty = arr.size == 0
@@ -145,3 +151,12 @@ def vllm_benchmark(requests: pd.DataFrame, itl_gaps, summary: dict, percentiles=
             out[f"p{p}_{name}_ms"] = 0.0 if empty else float(np.percentile(arr, p))
     return out
 
+
+def _weighted_fields(out: dict, name: str, sample, percentiles) -> None:
+    """vllm_benchmark's fields of a weighted sample, in ms (the expanded sample's, as ItlSample says)."""
+    empty = sample.size == 0
+    out[f"mean_{name}_ms"] = 0.0 if empty else sample.sum() / sample.size * 1000.0
+    out[f"median_{name}_ms"] = 0.0 if empty else sample.median() * 1000.0
+    out[f"std_{name}_ms"] = 0.0 if empty else sample.std() * 1000.0
+    for p in percentiles:
+        out[f"p{p}_{name}_ms"] = 0.0 if empty else sample.percentile(p) * 1000.0

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from simserve.config import SimConfig
+from simserve.engine.tokens import ItlSample, itl_sample
 from simserve.engine.swap import swap_summary
 from simserve.techniques import technique_keys
 from simserve.metrics import distribution, requests_frame, static_batch_formula, summarize as summarize_requests
@@ -21,7 +22,8 @@ class Result:
     requests: pd.DataFrame            # one row per request (requests.csv)
     config: SimConfig
     timeline: pd.DataFrame | None = None   # what each stage did when (engine.timeline.COLUMNS)
-    itl_gaps: np.ndarray | None = None     # every inter-token gap, sorted (the summary's ITL sample)
+    # every inter-token gap, sorted (the summary's ITL sample); an ItlSample above EXACT_MAX_GAPS
+    itl_gaps: np.ndarray | ItlSample | None = None
 
 
 def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[str, float]]]:
@@ -61,7 +63,7 @@ def summarize(world: World) -> Result:
     cfg, replicas, network = world.cfg, world.replicas, world.network
     sim_time_s = world.env.now
     df = requests_frame(world.requests)
-    gaps = np.sort(np.concatenate([r.tokens.all_gaps() for r in replicas]))
+    gaps = itl_sample([r.tokens for r in replicas])
     busy, stage_rows, collectives = _stages(world)
     num_gpus = world.placement.num_gpus
     summary = summarize_requests(df, gaps, busy_s=busy, num_gpus=num_gpus, sim_time_s=sim_time_s,
