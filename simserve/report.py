@@ -89,11 +89,11 @@ def summary_tables(run: RunData) -> str:
     if stages:
         parts.append("<h2>Pipeline stages (seconds, one GPU of the stage)</h2>")
         parts.append(_table(["replica", "stage", "GPUs", "layers", "busy", "P2P", "waiting for input",
-                             "waiting for output", "idle"],
+                             "waiting for output", "waiting for host", "idle"],
                             [[st["replica"], st["stage"], ",".join(map(str, st.get("gpus", []))), st.get("layers", ""),
                               f"{st['busy_s']:.3f}", f"{st.get('p2p_s', 0):.3f}",
                               f"{st.get('waiting_for_input_s', 0):.3f}", f"{st.get('waiting_for_output_s', 0):.3f}",
-                              f"{st.get('idle_s', 0):.3f}"] for st in stages]))
+                              f"{st.get('waiting_for_host_s', 0):.3f}", f"{st.get('idle_s', 0):.3f}"] for st in stages]))
     return "\n".join(parts)
 
 

@@ -26,6 +26,19 @@ class Result:
     itl_gaps: np.ndarray | ItlSample | None = None
 
 
+def _host_and_bubble(rep, worked: float, p2p: float) -> tuple[float, float]:
+    """(seconds a stage waited for the CPU, seconds it waited for input) of a replica's stage. One
+    stage waits for all of the replica's exposed host time. In a pipeline the CPU prepares one
+    micro-batch while later stages may compute another, so a stage's share of host time is at most
+    its non-working time while micro-batches are in flight; the rest of that time is its bubble.
+    Each stage's kinds then add up to at most the run's time."""
+    if len(rep.stages) == 1:
+        return rep.host.exposed_s, 0.0
+    gap = max(0.0, rep.active_s - worked - p2p)
+    host = min(rep.host.exposed_s, gap)
+    return host, gap - host
+
+
 def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[str, float]]]:
     """GPU-seconds per kind, one row per pipeline stage, and collectives issued per (op, algorithm)."""
     busy: dict[str, float] = {}
@@ -40,18 +53,18 @@ def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[
                 busy[kind] = busy.get(kind, 0.0) + seconds * n
             worked = math.fsum(stage_busy.values())
             p2p = rep.p2p_s[s]
-            # the replica's exposed host time is its own kind, not a bubble
-            bubble = max(0.0, rep.active_s - worked - p2p - rep.host.exposed_s) if len(rep.stages) > 1 else 0.0
+            host, bubble = _host_and_bubble(rep, worked, p2p)
             busy["p2p"] = busy.get("p2p", 0.0) + p2p * n
             if rep.host.active:     # GPUs waiting for the CPU (runtimes that spend host time)
-                busy["host"] = busy.get("host", 0.0) + rep.host.exposed_s * n
+                busy["host"] = busy.get("host", 0.0) + host * n
+            swap = rep.swapper.seconds if rep.swapper is not None else 0.0
             if rep.swapper is not None:     # GPUs waiting for KV copies to / from host memory
-                busy["swap"] = busy.get("swap", 0.0) + rep.swapper.seconds * n
+                busy["swap"] = busy.get("swap", 0.0) + swap * n
             busy["bubble"] = busy.get("bubble", 0.0) + bubble * n
             rows.append({"replica": rep.index, "stage": s, "gpus": list(stage.gpus), "layers": stage.layers,
                          "busy_s": worked, "p2p_s": p2p, "waiting_for_input_s": bubble,
-                         "waiting_for_output_s": rep.wait_output_s[s],
-                         "idle_s": max(0.0, sim_time_s - worked - p2p - bubble)})
+                         "waiting_for_output_s": rep.wait_output_s[s], "waiting_for_host_s": host + swap,
+                         "idle_s": max(0.0, sim_time_s - worked - p2p - bubble - host - swap)})
             for (op, algo), calls in stage.calls.items():
                 collectives.setdefault(op, {})[algo] = collectives.setdefault(op, {}).get(algo, 0) + calls
     for (op, algo), calls in world.comm.algorithms_used.items():
