@@ -344,6 +344,7 @@ def breakdown_rows(run: RunData) -> list[tuple[str, dict[str, float]]]:
             frac["busy"] = st["busy_s"] / sim
         frac["p2p"] = st.get("p2p_s", 0.0) / sim
         frac["bubble"] = st.get("waiting_for_input_s", 0.0) / sim
+        frac["host"] = st.get("waiting_for_host_s", 0.0) / sim      # CPU time and KV swaps
         frac["idle"] = st.get("idle_s", 0.0) / sim
         rows.append((label, frac))
     return rows
