@@ -65,7 +65,7 @@ class Stage:
         single = isinstance(durations, float)          # one iteration (the common case): no numpy
         total = durations if single else float(np.sum(durations))
         if len(self.gpus) == 1:
-            self.busy["compute"].append(durations)
+            self.busy["compute"].append(durations if single else np.array(durations))   # not a view of more steps
             return total, 0.0, 0.0, 0.0, 0.0
         comm = self.comm_price(*stats_or_tokens)
         ar, ag = comm.seconds["allreduce"], comm.seconds["allgather"]
