@@ -116,7 +116,7 @@ def simulated(m: dict, runtime) -> float:
 # Host-time priors (fixed s, per sampled sequence s, per scheduled token s) before any fit; each
 # runtime YAML's `sources` cites where its prior comes from (host.fixed_s, host.per_seq_s, ...).
 PRIORS = {
-    "trtllm": (0.3e-3, 2.0e-6, 0.02e-6),    # C++ batch manager: a fraction of vLLM's Python costs
+    "trtllm": (0.3e-3, 2.0e-6, 0.02e-6),    # an assumption (trtllm.yaml sources: host.prior), no public profile
     "vllm-v0": (1.5e-3, 20.0e-6, 0.1e-6),   # vLLM v0.6.0 blog (blog.vllm.ai/2024/09/05/perf-update.html)
     "vllm-v1": (0.5e-3, 4.0e-6, 0.05e-6),   # V1 engine core: ~8% of a 6.5 ms batch-1 decode step
 }
