@@ -164,12 +164,16 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     return {k: flat.get(k, 0.0) for k in METRICS}
 
 
-def run_point(base, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Simulate one point; returns {"status", "error", metrics...}. Never raises for bad input."""
+def run_point(base, overrides: Mapping[str, Any], measure=None) -> dict[str, Any]:
+    """Simulate one point; returns {"status", "error", metrics...}. Never raises for bad input.
+    `measure(config, overrides) -> metrics` replaces the simulation and its summary row (the
+    planner's probes, which may end a run early: simserve/plan/stop.py)."""
     from simserve.simulation import simulate
 
     start = time.perf_counter()
     try:
+        if measure is not None:
+            return {"status": "ok", "error": "", **measure(base, override_list(overrides))}
         result = simulate(base, overrides=override_list(overrides))
     except SimserveError as exc:
         return {"status": "error", "error": str(exc), "wall_time_s": time.perf_counter() - start}

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from simpy.core import StopSimulation
 
 from simserve import progress
 from simserve.catalog import DTYPE_BYTES, Gpu, ModelCard, get_hardware, get_model
@@ -63,13 +64,19 @@ class World:
     wall_start: float = 0.0
     pools: object = None        # disagg.Pools of a disaggregated deployment
 
-    def run(self, show_progress: bool | None = False) -> "World":
+    def run(self, show_progress: bool | None = False, stop=None) -> "World":
+        """Play the run to its end, or until the event `stop` (of `env`) triggers: a planner probe
+        ends once its SLO verdict is decided (simserve/plan/stop.py); requests are then in flight."""
         replicas = self.replicas
+        if stop is not None:       # what env.run(until=stop) does, without its error when stop never triggers
+            stop.callbacks.append(StopSimulation.callback)
         with progress.track(self.env, total=len(self.requests),
                             done=lambda: sum(len(r.completed) + len(r.rejected) for r in replicas),
                             horizon_s=self.requests[-1].arrival_s if self.requests else None,
                             enabled=show_progress):
             self.env.run()
+        if stop is not None and stop.triggered:
+            return self
         for rep in replicas:     # invariants of a finished run; a failure here is a simserve bug
             busy_lanes = [s for s in rep.schedulers if s.running or s.waiting or s.swapped]
             if rep.kv.used or busy_lanes:

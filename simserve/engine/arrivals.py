@@ -3,7 +3,8 @@
 Both hand each request to the router and tell the replicas when no request is left to arrive. The
 replica asks `next_time()` (the earliest time a request may still arrive, to bound a coalesced
 decode run), `pending()` (is an arrival scheduled, for a static batch waiting to fill) and calls
-`done(req)` when a request finished or was rejected.
+`done(req)` when a request finished or was rejected; `done` also tells each of `watchers` (a
+probe of `simserve plan` that ends its run once its SLO verdict is decided, simserve/plan/stop.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Arrivals:
         self.requests = requests        # sorted by arrival_s
         self.router = router
         self.index = 0
+        self.watchers: list = []        # callables of the request, told of every completion or rejection
         self.process = env.process(self.run())
 
     def next_time(self) -> float:
@@ -30,7 +32,9 @@ class Arrivals:
         return self.index < len(self.requests)
 
     def done(self, req) -> None:
-        """A request finished or was rejected (open loop: nothing follows from it)."""
+        """A request finished or was rejected (open loop: nothing else follows from it)."""
+        for watch in self.watchers:
+            watch(req)
 
     def ended(self) -> None:
         for replica in self.router.replicas:   # a lane holding out for a full static batch runs what it has
@@ -81,6 +85,7 @@ class ClosedLoop(Arrivals):
         yield from ()
 
     def done(self, req) -> None:
+        super().done(req)
         if self.think_time_s > 0:
             t = self.env.now + self.think_time_s
             heapq.heappush(self._sends, t)

@@ -1,6 +1,7 @@
-"""The plan's figure: p99 latency against throughput per GPU for every probe, the Pareto front of the
-probes that meet the SLO, the SLO limit, and the chosen layout's point marked (`pareto.png`). Throughput is output
-tokens per second at the probe's offered rate (simserve.plan.report.at_rate).
+"""The plan's figure: p99 latency against throughput per GPU for every probe run to its end, the
+Pareto front of the probes that meet the SLO, the SLO limit, and the chosen layout's point marked
+(`pareto.png`). Throughput is output tokens per second at the probe's offered rate
+(simserve.plan.report.at_rate).
 
 One row of panels per model, one panel per latency metric of the SLO (p99 preferred). A probe is
 on the front when no other probe meeting the SLO has both higher throughput per GPU and lower
@@ -44,7 +45,8 @@ def pareto_figure(plan: pd.DataFrame, probes: pd.DataFrame, slo: dict) -> Figure
     fig = Figure(figsize=(5.2 * len(metrics), 4.2 * max(1, len(models))), layout="constrained")
     axes = np.atleast_2d(fig.subplots(max(1, len(models)), len(metrics), squeeze=False))
     for r, model in enumerate(models):
-        sub = probes[(probes.model == model) & (probes.status == "ok")].copy()
+        # a probe stopped once it failed (simserve.plan.stop) measured no throughput: not drawn
+        sub = probes[(probes.model == model) & (probes.status == "ok") & probes.stopped_s.isna()].copy()
         # output tokens/s at the offered rate (simserve.plan.report.at_rate), per GPU
         sub["x"] = (sub.rate * sub.num_completed / sub.num_requests * sub.throughput_output_tokens_per_s
                     / sub.throughput_requests_per_s / sub.num_gpus)

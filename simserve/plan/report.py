@@ -9,6 +9,8 @@ Definitions (per model: layouts of different models are not alternatives to each
 - steady_state: the workload's arrivals at that rate last at least STEADY_SPANS x the p99 E2E;
   when not, the trace is too short for the rate to be a sustained one (the answer describes a
   burst of that many requests), and the table says so;
+- binding_value: the binding metric's value at the lowest failing probe (infeasible layouts) or at
+  the next grid rate; a lower bound when that probe was stopped once it failed (simserve.plan.stop);
 - rank: by goodput per GPU (ties: lower cost, fewer GPUs per replica, name); cost_rank by cost;
 - the scaling knee (seed 002): for each GPU type, the replica size (GPUs per replica) with the
   best goodput per GPU among the sizes that meet the SLO: beyond it more GPUs per replica stop

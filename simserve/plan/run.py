@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from simserve.catalog import get_hardware, get_model
 from simserve.errors import ConfigError, SimserveError
 from simserve.plan import report
 from simserve.plan.runner import LocalPool, ProbeStore, RayPool, drive, probe_key
-from simserve.plan.search import RateGrid, RateSearch, slo_violations
+from simserve.plan.search import RateGrid, RateSearch, slo_violations, stopped
 from simserve.plan.space import Candidate, candidates
 from simserve.plan.spec import PlanSpec, workload_section
 from simserve.sweep import METRICS
@@ -32,11 +32,25 @@ class LayoutSearch:
     search: RateSearch
     config: dict
     slo: dict
+    keys: dict = field(default_factory=dict)      # grid index -> probes.csv key of its latest probe
 
     def probe_config(self, k: int) -> dict:
         cfg = json.loads(json.dumps(self.config))
         cfg["workload"]["arrivals"]["rate"] = self.search.grid.rate(k)
         return cfg
+
+    def next_probe(self) -> tuple[int, dict, dict | None, str] | None:
+        """(grid index, config, SLO to stop at or None for a run to the end, key), None when done."""
+        k = self.search.propose()
+        if k is None:
+            return None
+        config = self.probe_config(k)
+        stop = None if self.search.needs_full(k) else self.slo
+        return k, config, stop, probe_key(config, stop)
+
+    def record(self, k: int, key: str, row: dict) -> None:
+        self.keys[k] = key
+        self.search.record(k, row, self.slo)
 
 
 @dataclass
@@ -119,18 +133,20 @@ def prepare(spec: PlanSpec) -> tuple[list[Candidate], list[LayoutSearch], RateGr
     return cands, searches, grid
 
 
-def _row(searches, i, k, config, outcome) -> dict:
+def _row(searches, i, k, key, config, outcome) -> dict:
     s = searches[i]
     lay = s.candidate.layout
     over = slo_violations(outcome, s.slo) if outcome.get("status") == "ok" else {}
-    row = {"key": probe_key(config), "model": lay.model, "hardware": lay.hardware, "layout": lay.name,
+    row = {"key": key, "model": lay.model, "hardware": lay.hardware, "layout": lay.name,
            "tp": lay.tp, "pp": lay.pp, "dp": lay.dp, "ep": lay.ep, "chunk_size": lay.chunk_size,
            "max_batch_size": lay.max_batch_size, "rate_index": k, "rate": config["workload"]["arrivals"]["rate"],
            "meets_slo": outcome.get("status") == "ok" and not over,
-           "violations": ";".join(f"{m}={v:.4g}>{lim:g}" for m, (v, lim) in over.items()),
+           "violations": ";".join(f"{m}{'>=' if stopped(outcome) else '='}{v:.4g}>{lim:g}"    # >=: a lower bound
+                                  for m, (v, lim) in over.items()),
            "status": outcome.get("status"), "error": outcome.get("error", "")}
     row.update({m: outcome.get(m) for m in METRICS})
     row["cpu_s"] = outcome.get("cpu_s")
+    row["stopped_s"] = outcome.get("stopped_s")
     return row
 
 
@@ -148,7 +164,7 @@ def run_plan(spec: PlanSpec, out_dir: str | Path, workers: int | None = None, ra
     bar = PlanProgress(len(searches), len(cands) - len(searches), show_progress, log)
     try:
         with bar:
-            drive(searches, pool, store, lambda i, k, c, o: _row(searches, i, k, c, o),
+            drive(searches, pool, store, lambda i, k, key, c, o: _row(searches, i, k, key, c, o),
                   on_probe=lambda i, row, cached: bar.probe(searches[i], row, cached))
     finally:
         pool.close()
@@ -167,7 +183,7 @@ def finish(spec, out: Path, cands, searches, store, wall_s: float, figures: bool
         s = by_cand.get(id(c))
         probes = {}
         if s is not None:
-            probes = {k: store.get(probe_key(s.probe_config(k))) for k in s.search.ok}
+            probes = {k: store.get(s.keys[k]) for k in s.search.ok}
         rows.append(report.layout_row(c, s.search if s else None, probes, prices.get(c.layout.hardware)))
     table = report.rank(pd.DataFrame(rows))
     knee_rows = report.knees(table)

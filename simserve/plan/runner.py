@@ -2,8 +2,9 @@
 
 Each probe is one `simserve.sweep.run_point(config, {})` (the sweep runner's engine: one
 simulation, its summary as a table row, bad input recorded as status `error`, a crash as
-`failed`). As a probe finishes its row is appended to `DIR/probes.csv` and flushed; its key is a
-hash of the probe's whole config (rate included), so re-running a plan after a kill replays
+`failed`); a probe given the SLO ends its run once it is decided to fail (simserve.plan.stop).
+As a probe finishes its row is appended to `DIR/probes.csv` and flushed; its key is a hash of the
+probe's whole config (rate included) and of the SLO it may stop at, so re-running a plan after a kill replays
 every rate search from the file and simulates only the probes not yet in it. Rows with status
 `failed` are not reused (they are re-run).
 
@@ -26,18 +27,23 @@ from simserve.sweep import METRICS, run_point
 
 PROBE_COLUMNS = ["key", "model", "hardware", "layout", "tp", "pp", "dp", "ep", "chunk_size",
                  "max_batch_size", "rate_index", "rate", "meets_slo", "violations", "status", "error", *METRICS,
-                 "cpu_s"]
+                 "cpu_s", "stopped_s"]
 
 
-def probe(config: dict) -> dict:
-    """One probe in a worker: sweep.run_point plus the CPU seconds it took (time.process_time)."""
+def probe(config: dict, stop: dict | None = None) -> dict:
+    """One probe in a worker: sweep.run_point plus the CPU seconds it took (time.process_time);
+    with `stop` (SLO limits) the run ends once it is decided to break one (simserve.plan.stop)."""
+    from simserve.plan.stop import measure
+
     start = time.process_time()
-    outcome = run_point(config, {})
+    outcome = run_point(config, {}, measure(stop) if stop else None)
     return {**outcome, "cpu_s": time.process_time() - start}
 
 
-def probe_key(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
+def probe_key(config: dict, stop: dict | None = None) -> str:
+    """The probe's identity: its config, and the SLO it may stop at (a stopped probe is not a full one)."""
+    what = config if stop is None else {"config": config, "stop_at": stop}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 class ProbeStore:
@@ -80,7 +86,7 @@ class ProbeStore:
 
 def _typed(row: dict) -> dict:
     out = dict(row)
-    for k in METRICS + ("rate", "cpu_s"):
+    for k in METRICS + ("rate", "cpu_s", "stopped_s"):
         if out.get(k) not in (None, ""):
             out[k] = float(out[k])
     return out
@@ -93,11 +99,11 @@ class LocalPool:
         self.pending: dict = {}
         self.done: list = []
 
-    def submit(self, tag, config: dict) -> None:
+    def submit(self, tag, config: dict, stop: dict | None = None) -> None:
         if self.pool is None:
-            self.done.append((tag, probe(config)))
+            self.done.append((tag, probe(config, stop)))
         else:
-            self.pending[self.pool.submit(probe, config)] = tag
+            self.pending[self.pool.submit(probe, config, stop)] = tag
 
     def next_done(self):
         if self.done:
@@ -135,8 +141,8 @@ class RayPool(LocalPool):
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.pending, self.done, self.pool = {}, [], None
 
-    def submit(self, tag, config: dict) -> None:
-        self.pending[self.remote.remote(config)] = tag
+    def submit(self, tag, config: dict, stop: dict | None = None) -> None:
+        self.pending[self.remote.remote(config, stop)] = tag
 
     def next_done(self):
         ready, _ = self.ray.wait(list(self.pending), num_returns=1)
@@ -148,15 +154,16 @@ class RayPool(LocalPool):
 
 
 def drive(searches: list, pool, store: ProbeStore, make_row: Callable, on_probe: Callable | None = None) -> None:
-    """Run every search to its verdict. `searches[i]` has `.search` (RateSearch), `.probe_config(k)`;
-    make_row(i, k, config, outcome) -> the probes.csv row."""
+    """Run every search to its verdict. `searches[i]` has `next_probe()` -> (k, config, stop, key)
+    or None when it is done, and `record(k, key, row)`; make_row(i, k, key, config, outcome) -> the
+    probes.csv row."""
     in_flight: set[int] = set()
 
-    def feed(i, k, config, outcome, cached):
-        row = outcome if cached else make_row(i, k, config, outcome)
+    def feed(i, k, key, config, outcome, cached):
+        row = outcome if cached else make_row(i, k, key, config, outcome)
         if not cached:
             store.add(row)
-        searches[i].search.record(k, row, searches[i].slo)
+        searches[i].record(k, key, row)
         if on_probe:
             on_probe(i, row, cached)
 
@@ -165,28 +172,21 @@ def drive(searches: list, pool, store: ProbeStore, make_row: Callable, on_probe:
         while progressed:            # replay cached probes and fill free workers, in layout order
             progressed = False
             for i, s in enumerate(searches):
-                if i in in_flight or pool.capacity() <= 0 and store.get(_next_key(s)) is None:
+                if i in in_flight or (nxt := s.next_probe()) is None:
                     continue
-                k = s.search.propose()
-                if k is None:
-                    continue
-                config = s.probe_config(k)
-                cached = store.get(probe_key(config))
+                k, config, stop, key = nxt
+                cached = store.get(key)
                 if cached is not None:
                     store.reused += 1
-                    feed(i, k, config, cached, True)
-                else:
-                    pool.submit((i, k), config)
+                    feed(i, k, key, config, cached, True)
+                elif pool.capacity() > 0:
+                    pool.submit((i, k, key), config, stop)
                     in_flight.add(i)
+                else:
+                    continue
                 progressed = True
         if not pool.busy():
             return
-        (i, k), outcome = pool.next_done()
+        (i, k, key), outcome = pool.next_done()
         in_flight.discard(i)
-        feed(i, k, searches[i].probe_config(k), outcome, False)
-
-
-def _next_key(s) -> str:
-    """Key of the probe a search would run next (without advancing it), '' when it is done."""
-    k = s.search.propose()
-    return probe_key(s.probe_config(k)) if k is not None else ""
+        feed(i, k, key, searches[i].probe_config(k), outcome, False)

@@ -12,7 +12,10 @@ whose latencies grow with load; an exhaustive grid scan checks it in tests/test_
 - a layout that fails at k = 0, or whose violated metrics improve by less than 5% when the rate
   halves (latency at zero load: lower rates cannot help), cannot meet the SLO at any rate; the
   binding metric is the one furthest over its limit at the lowest rate probed;
-- a layout that meets the SLO at max_rate is reported at that rate ("unbounded").
+- a layout that meets the SLO at max_rate is reported at that rate ("unbounded");
+- a failing probe may have been stopped once its verdict was decided (simserve.plan.stop): it
+  counts as failing like any other, and where the zero-load test needs how far over the limits a
+  probe ends, a stopped one is re-run to its end first (`needs_full`).
 
 Deterministic: the probes depend only on earlier outcomes, never on timing or worker count.
 """
@@ -46,8 +49,15 @@ class RateGrid:
         return max(1, round(math.log(factor) / math.log1p(self.step)))
 
 
+def stopped(row: dict) -> bool:
+    """Was the probe ended once its verdict was decided (simserve.plan.stop)?"""
+    value = row.get("stopped_s")
+    return value not in (None, "") and not (isinstance(value, float) and math.isnan(value))
+
+
 def slo_violations(row: dict, slo: dict) -> dict[str, tuple[float, float]]:
-    """metric -> (value, limit) for each SLO limit a probe's summary row breaks."""
+    """metric -> (value, limit) for each SLO limit a probe's summary row breaks. A stopped probe
+    breaks the limits it was stopped for (their values lower bounds); it measured no other."""
     out = {}
     for metric, limit in slo.items():
         if metric == "rejected":
@@ -55,6 +65,8 @@ def slo_violations(row: dict, slo: dict) -> dict[str, tuple[float, float]]:
             value = float(row.get("num_rejected") or 0) / n if n else 0.0
         else:
             value = float(row[f"{metric}_s"])
+        if math.isnan(value) and stopped(row):
+            continue
         if not value <= limit:
             out[metric] = (value, limit)
     return out
@@ -76,6 +88,7 @@ class RateSearch:
     jump: int
     ok: dict[int, bool] = field(default_factory=dict)
     over: dict[int, dict] = field(default_factory=dict)   # failing probes' violations
+    partial: set[int] = field(default_factory=set)        # probes stopped once they failed
     verdict: str = ""        # '', 'ok', 'unbounded', 'infeasible'
 
     @property
@@ -93,6 +106,22 @@ class RateSearch:
         self.ok[k] = not over
         if over:
             self.over[k] = over
+        if stopped(row):
+            self.partial.add(k)
+        else:
+            self.partial.discard(k)
+
+    def needs_full(self, k: int) -> bool:
+        """Is the probe at k wanted run to its end? Only to re-run a stopped one (see propose)."""
+        return k in self.partial
+
+    def _floor_probe(self, k: int) -> int | None:
+        """A stopped probe that the zero-load test at k compares, to be re-run in full: the test
+        compares how far over its limits each probe ends, which a stopped probe did not measure."""
+        above = sorted(j for j in self.over if j > k)
+        if not above or "error" in self.over[k]:
+            return None
+        return next((j for j in (k, above[0]) if j in self.partial), None)
 
     def _at_floor(self, k: int) -> bool:
         """Did halving the rate (or more) from the next failing probe above k fail to help?"""
@@ -116,6 +145,8 @@ class RateSearch:
                 return None
             return min(self.grid.top, lo + self.jump)
         if lo is None:                       # everything so far fails: go down
+            if hi > 0 and (full := self._floor_probe(hi)) is not None:
+                return full
             if hi == 0 or self._at_floor(hi):
                 self.verdict = "infeasible"
                 return None
