@@ -14,9 +14,6 @@ import pandas as pd
 # `swap`: they wait for KV copies to / from host memory (swap preemption, engine/swap.py)
 TIME_KINDS = ("compute", "allreduce", "allgather", "reducescatter", "alltoall", "p2p", "bubble", "host", "swap")
 OPTIONAL_KINDS = ("host", "swap")     # present only when the run spends such time
-REQUEST_COLUMNS = ["request_id", "replica", "status", "arrival_s", "isl", "osl", "scheduled_s",
-                   "first_token_s", "finish_s", "ttft_s", "tpot_s", "e2e_s", "queue_delay_s",
-                   "itl_max_s", "preemptions", "reject_reason"]
 
 
 def distribution(values) -> dict[str, float]:
@@ -33,33 +30,23 @@ def distribution(values) -> dict[str, float]:
             "p99": float(p99), "max": float(arr[-1])}
 
 
-def requests_frame(requests) -> pd.DataFrame:
-    rows = []
-    for r in requests:
-        completed = not r.reject_reason and not math.isnan(r.finish_s)
-        tpot = (r.finish_s - r.first_token_s) / (r.osl - 1) if completed and r.osl > 1 else math.nan
-        rows.append((r.id, r.replica, "completed" if completed else ("rejected" if r.reject_reason else "unfinished"),
-                     r.arrival_s, r.isl, r.osl, r.scheduled_s, r.first_token_s, r.finish_s,
-                     r.first_token_s - r.arrival_s, tpot, r.finish_s - r.arrival_s,
-                     r.scheduled_s - r.arrival_s, r.itl_max_s if completed else math.nan,
-                     r.preemptions, r.reject_reason))
-    return pd.DataFrame(rows, columns=REQUEST_COLUMNS).sort_values("request_id", kind="stable").reset_index(drop=True)
-
-
 def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float], num_gpus: int,
               sim_time_s: float, slo_ttft_s: float | None, slo_tpot_s: float | None,
               slo_e2e_s: float | None = None) -> dict:
-    done = df[df.status == "completed"]
+    mask = (df.status == "completed").to_numpy()
+    done = {name: df[name].to_numpy()[mask] for name in ("ttft_s", "tpot_s", "e2e_s", "queue_delay_s")}
+    completed = int(mask.sum())         # (columns, not the frame's rows: no copy of the whole frame)
     start = float(df.arrival_s.min()) if len(df) else 0.0
-    end = float(done.finish_s.max()) if len(done) else start
+    end = float(df.finish_s.to_numpy()[mask].max()) if completed else start
     duration = max(end - start, 1e-12)
-    good = np.ones(len(done), dtype=bool)
+    good = np.ones(completed, dtype=bool)
     if slo_ttft_s is not None:
-        good &= done.ttft_s.to_numpy() <= slo_ttft_s
+        good &= done["ttft_s"] <= slo_ttft_s
     if slo_tpot_s is not None:
-        good &= ~(done.tpot_s.to_numpy() > slo_tpot_s)      # NaN TPOT (one-token outputs) passes
+        good &= ~(done["tpot_s"] > slo_tpot_s)      # NaN TPOT (one-token outputs) passes
     if slo_e2e_s is not None:
-        good &= done.e2e_s.to_numpy() <= slo_e2e_s
+        good &= done["e2e_s"] <= slo_e2e_s
+    isl, osl = (float(df[name].to_numpy()[mask].sum()) for name in ("isl", "osl"))
     gpu_time = num_gpus * sim_time_s
     # `host` appears when the run's runtime spends host time (not for `ideal`), `swap` when it swaps
     breakdown = {k: (busy_s.get(k, 0.0) / gpu_time if gpu_time > 0 else 0.0) for k in TIME_KINDS
@@ -67,16 +54,16 @@ def summarize(df: pd.DataFrame, itl_gaps: np.ndarray, *, busy_s: dict[str, float
     breakdown["idle"] = max(0.0, 1.0 - math.fsum(breakdown.values()))
     return {
         "num_requests": int(len(df)),
-        "num_completed": int(len(done)),
+        "num_completed": completed,
         "num_rejected": int((df.status == "rejected").sum()),
-        "ttft": distribution(done.ttft_s), "tpot": distribution(done.tpot_s),
-        "itl": distribution(itl_gaps), "e2e": distribution(done.e2e_s),
-        "queue_delay": distribution(done.queue_delay_s),
-        "throughput_output_tokens_per_s": float(done.osl.sum()) / duration if len(done) else 0.0,
-        "throughput_input_tokens_per_s": float(done.isl.sum()) / duration if len(done) else 0.0,
-        "throughput_total_tokens_per_s": float(done.isl.sum() + done.osl.sum()) / duration if len(done) else 0.0,
-        "throughput_requests_per_s": len(done) / duration if len(done) else 0.0,
-        "goodput_requests_per_s": float(good.sum()) / duration if len(done) else 0.0,
+        "ttft": distribution(done["ttft_s"]), "tpot": distribution(done["tpot_s"]),
+        "itl": distribution(itl_gaps), "e2e": distribution(done["e2e_s"]),
+        "queue_delay": distribution(done["queue_delay_s"]),
+        "throughput_output_tokens_per_s": osl / duration if completed else 0.0,
+        "throughput_input_tokens_per_s": isl / duration if completed else 0.0,
+        "throughput_total_tokens_per_s": (isl + osl) / duration if completed else 0.0,
+        "throughput_requests_per_s": completed / duration if completed else 0.0,
+        "goodput_requests_per_s": float(good.sum()) / duration if completed else 0.0,
         "time_breakdown": breakdown,
         "gpu_utilization": 1.0 - breakdown["idle"] - breakdown.get("host", 0.0) - breakdown.get("swap", 0.0),
         "sim_time_s": sim_time_s,
@@ -138,7 +125,7 @@ def vllm_benchmark(requests: pd.DataFrame, itl_gaps, summary: dict, percentiles=
            "total_token_throughput": summary["throughput_total_tokens_per_s"]}
     samples = {"ttft": done.ttft_s, "tpot": done.tpot_s, "itl": itl_gaps, "e2el": done.e2e_s}
     for name, values in samples.items():
-        if hasattr(values, "distribution"):         # engine.tokens.ItlSample: a long run's ITL
+        if hasattr(values, "distribution"):   # a long run's ITL: engine.tokens.ItlSample or a QuantileSketch
             _weighted_fields(out, name, values, percentiles)
             continue
         arr = np.asarray(values, dtype=float)

@@ -8,8 +8,7 @@ same results and event count as one without (tests/test_report.py checks it).
 How the simulation uses it (one `with` around `env.run()` in `World.run`, simserve/world.py):
 
     from simserve import progress
-    with progress.track(env, total=len(requests), done=lambda: sum(
-            len(r.completed) + len(r.rejected) for r in replicas), enabled=show_progress):
+    with progress.track(env, total=len(book), done=lambda: book.recorded, enabled=show_progress):
         env.run()
 
 `enabled=None` shows the bar only when stdout is a terminal; the CLI passes False for --quiet.

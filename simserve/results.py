@@ -10,9 +10,10 @@ import pandas as pd
 
 from simserve.config import SimConfig
 from simserve.engine.tokens import ItlSample, itl_sample
+from simserve.sketch import ALPHA, QuantileSketch
 from simserve.engine.swap import swap_summary
 from simserve.techniques import technique_keys
-from simserve.metrics import distribution, requests_frame, static_batch_formula, summarize as summarize_requests
+from simserve.metrics import distribution, static_batch_formula, summarize as summarize_requests
 from simserve.world import World, moe_layout
 
 
@@ -22,8 +23,9 @@ class Result:
     requests: pd.DataFrame            # one row per request (requests.csv)
     config: SimConfig
     timeline: pd.DataFrame | None = None   # what each stage did when (engine.timeline.COLUMNS)
-    # every inter-token gap, sorted (the summary's ITL sample); an ItlSample above EXACT_MAX_GAPS
-    itl_gaps: np.ndarray | ItlSample | None = None
+    # every inter-token gap, sorted (the summary's ITL sample); an ItlSample above EXACT_MAX_GAPS; a
+    # QuantileSketch (percentiles within simserve.sketch.ALPHA) when a replica's log outgrew its bound
+    itl_gaps: np.ndarray | ItlSample | QuantileSketch | None = None
 
 
 def _host_and_bubble(rep, worked: float, p2p: float) -> tuple[float, float]:
@@ -75,7 +77,7 @@ def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[
 def summarize(world: World) -> Result:
     cfg, replicas, network = world.cfg, world.replicas, world.network
     sim_time_s = world.env.now
-    df = requests_frame(world.requests)
+    df = world.requests.frame()
     gaps = itl_sample([r.tokens for r in replicas])
     busy, stage_rows, collectives = _stages(world)
     num_gpus = world.placement.num_gpus
@@ -103,6 +105,7 @@ def summarize(world: World) -> Result:
         "memory_per_gpu": [p.as_dict() for p in world.plans],
         "workload": world.workload_source,
     })
+    summary.update(itl_estimate(gaps))
     summary.update(technique_keys(cfg, replicas))
     summary.update(swap_summary(cfg, replicas))
     if cfg.scheduler.policy == "static":
@@ -118,6 +121,14 @@ def summarize(world: World) -> Result:
     summary["wall_time_s"] = time.perf_counter() - world.wall_start     # everything simulate() did
     summary = {k: summary[k] for k in _ORDER if k in summary} | {k: v for k, v in summary.items() if k not in _ORDER}
     return Result(summary=summary, requests=df, config=cfg, timeline=timeline, itl_gaps=gaps)
+
+
+def itl_estimate(gaps) -> dict:
+    """The `itl_estimate` key of a run whose ITL log outgrew its bound (engine.tokens): its
+    percentiles come from the sketch, within its relative error; none for an exact ITL."""
+    if isinstance(gaps, QuantileSketch):
+        return {"itl_estimate": {"method": "quantile_sketch", "relative_error": ALPHA}}
+    return {}
 
 
 def moe_summary(world: World, sim_time_s: float) -> dict:

@@ -23,7 +23,6 @@ from simserve.engine.env import SimEnvironment
 from simserve.engine.replica import Replica
 from simserve.engine.speculative import SpeculativeReplica, attach_speculation, build_speculation
 from simserve.engine.swap import attach_swap
-from simserve.engine.request import Request
 from simserve.engine.stage import Stage
 from simserve.engine.timeline import Timeline
 from simserve.errors import CapacityError
@@ -37,6 +36,7 @@ from simserve.layout import check_layout
 from simserve.network.flows import Network
 from simserve.network.topology import Topology, topology_for_cluster
 from simserve.placement import Placement, place, split_layers
+from simserve.records import RequestBook
 from simserve.router import Router
 from simserve.runtime import RuntimeStepCost, get_runtime
 from simserve.scheduler import Scheduler
@@ -54,7 +54,7 @@ class World:
     topology: Topology
     placement: Placement
     plans: list[MemoryPlan]
-    requests: list[Request]
+    requests: RequestBook            # every request's workload and outcome, as columns
     workload_source: dict
     env: SimEnvironment
     network: Network
@@ -71,8 +71,8 @@ class World:
         if stop is not None:       # what env.run(until=stop) does, without its error when stop never triggers
             stop.callbacks.append(StopSimulation.callback)
         with progress.track(self.env, total=len(self.requests),
-                            done=lambda: sum(len(r.completed) + len(r.rejected) for r in replicas),
-                            horizon_s=self.requests[-1].arrival_s if self.requests else None,
+                            done=lambda: self.requests.recorded,
+                            horizon_s=float(self.requests.arrival_s[-1]) if len(self.requests) else None,
                             enabled=show_progress):
             self.env.run()
         if stop is not None and stop.triggered:
@@ -255,12 +255,11 @@ def _kv_tokens(cfg: SimConfig, model: ModelCard, plans: list[MemoryPlan]) -> int
     return tokens * moe_layout(cfg).dp_attention if model.moe is not None else tokens * cfg.parallelism.cp
 
 
-def make_requests(cfg: SimConfig, model: ModelCard, workload_seed) -> tuple[list[Request], dict]:
+def make_requests(cfg: SimConfig, model: ModelCard, workload_seed) -> tuple[RequestBook, dict]:
+    """The run's requests as columns (simserve.records): each becomes an object only in flight."""
     work = build_workload(cfg.workload, model.max_context, np.random.default_rng(workload_seed))
-    prefixes = work.prefix_hashes if cfg.scheduler.prefix_caching and work.prefix_hashes else [None] * len(work)
-    requests = [Request(i, float(t), int(a), int(b), p)
-                for i, (t, a, b, p) in enumerate(zip(work.arrival_s, work.isl, work.osl, prefixes))]
-    return requests, work.source
+    prefixes = work.prefix_hashes if cfg.scheduler.prefix_caching and work.prefix_hashes else None
+    return RequestBook(work.arrival_s, work.isl, work.osl, prefixes), work.source
 
 
 def build_world(config=None, overrides=()) -> World:

@@ -26,7 +26,7 @@ def test_a_lone_prefill_saves_exactly_the_dropped_allreduces():
     assert planner.sync_points_dropped == 40 and planner.allreduces == 2 * 80 - 40 + 1
     one = Collective("allreduce", (planner.gpus,), 2048 * planner.allreduce_bytes_per_token, planner.algorithm, 40)
     saved = price(IterationPlan((one,)), IdleNetwork(half.topology)).total
-    ttft = [w.requests[0].first_token_s - w.requests[0].arrival_s for w in (base, half)]
+    ttft = [w.requests.first_token_s[0] - w.requests.arrival_s[0] for w in (base, half)]
     assert ttft[0] - ttft[1] == pytest.approx(saved, rel=1e-9)
     assert saved > 0
 

@@ -1,10 +1,12 @@
 """Arrival processes in the simulation: open loop (requests at their stamped times) and closed loop.
 
-Both hand each request to the router and tell the replicas when no request is left to arrive. The
-replica asks `next_time()` (the earliest time a request may still arrive, to bound a coalesced
-decode run), `pending()` (is an arrival scheduled, for a static batch waiting to fill) and calls
-`done(req)` when a request finished or was rejected; `done` also tells each of `watchers` (a
-probe of `simserve plan` that ends its run once its SLO verdict is decided, simserve/plan/stop.py).
+Both make each request from the run's RequestBook (simserve.records) when it is sent, hand it to
+the router, and tell the replicas when no request is left to arrive. The replica asks
+`next_time()` (the earliest time a request may still arrive, to bound a coalesced decode run),
+`pending()` (is an arrival scheduled, for a static batch waiting to fill) and calls `done(req)`
+when a request finished or was rejected: its outcome goes into the book, each of `watchers` is
+told (a probe of `simserve plan` that ends its run once its SLO verdict is decided,
+simserve/plan/stop.py), and the request object is let go.
 """
 from __future__ import annotations
 
@@ -12,27 +14,30 @@ import heapq
 import math
 
 from simserve.engine.env import SimEnvironment
+from simserve.records import RequestBook
 
 
 class Arrivals:
     """Open loop: request i arrives at its `arrival_s`."""
 
-    def __init__(self, env: SimEnvironment, requests: list, router):
+    def __init__(self, env: SimEnvironment, book: RequestBook, router):
         self.env = env
-        self.requests = requests        # sorted by arrival_s
+        self.book = book                # sorted by arrival_s
+        self.count = len(book)
         self.router = router
         self.index = 0
         self.watchers: list = []        # callables of the request, told of every completion or rejection
         self.process = env.process(self.run())
 
     def next_time(self) -> float:
-        return self.requests[self.index].arrival_s if self.index < len(self.requests) else math.inf
+        return float(self.book.arrival_s[self.index]) if self.index < self.count else math.inf
 
     def pending(self) -> bool:
-        return self.index < len(self.requests)
+        return self.index < self.count
 
     def done(self, req) -> None:
         """A request finished or was rejected (open loop: nothing else follows from it)."""
+        self.book.record(req)
         for watch in self.watchers:
             watch(req)
 
@@ -41,8 +46,9 @@ class Arrivals:
             replica.arrivals_ended()
 
     def run(self):
-        env = self.env
-        for req in self.requests:
+        env, book = self.env, self.book
+        for i in range(self.count):
+            req = book.make(i)
             if req.arrival_s > env.now:
                 yield env.at(req.arrival_s)
             self.index += 1
@@ -60,16 +66,16 @@ class ClosedLoop(Arrivals):
     any coalesced decode run. With several replicas a completion elsewhere may send at any moment,
     so it answers now + think_time_s (no run is coalesced past a possible send)."""
 
-    def __init__(self, env: SimEnvironment, requests: list, router, concurrency: int, think_time_s: float = 0.0):
+    def __init__(self, env: SimEnvironment, book: RequestBook, router, concurrency: int, think_time_s: float = 0.0):
         self.concurrency = concurrency
         self.think_time_s = think_time_s
         self._sends: list[float] = []      # scheduled send times (heap)
         self._due = 0                      # sends owed now (think time 0), drained in order
         self._draining = False
-        super().__init__(env, requests, router)
+        super().__init__(env, book, router)
 
     def next_time(self) -> float:
-        if self.index >= len(self.requests):
+        if self.index >= self.count:
             return math.inf
         soonest = self._sends[0] if self._sends else math.inf
         if len(self.router.replicas) > 1:
@@ -77,7 +83,7 @@ class ClosedLoop(Arrivals):
         return soonest
 
     def pending(self) -> bool:
-        return bool(self._sends) and self.index < len(self.requests)
+        return bool(self._sends) and self.index < self.count
 
     def run(self):
         self._due += self.concurrency
@@ -104,14 +110,14 @@ class ClosedLoop(Arrivals):
         if self._draining:
             return
         self._draining = True
-        while self._due and self.index < len(self.requests):
+        while self._due and self.index < self.count:
             self._due -= 1
-            req = self.requests[self.index]
+            req = self.book.make(self.index)
             self.index += 1
             req.arrival_s = self.env.now
             self.router.dispatch(req)
-            if self.index == len(self.requests):
+            if self.index == self.count:
                 self.ended()
-        if self.index >= len(self.requests):
+        if self.index >= self.count:
             self._due = 0
         self._draining = False

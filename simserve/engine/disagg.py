@@ -148,7 +148,6 @@ class PrefillReplica(Replica):
                       f"replica's cache of {self.kv.capacity_tokens} tokens")
         if reason:
             req.reject_reason = reason
-            self.rejected.append(req)
             self.arrivals.done(req)
             return
         req.lane = min(range(len(self.schedulers)),

@@ -218,7 +218,7 @@ def _emit(rep, reqs: list, times: list[float], flight: Flight) -> None:
     shared_max = 0.0
     if k > 1:
         shared = np.diff(np.asarray(times))
-        rep.tokens.shared.append((shared, n))
+        rep.tokens.run(shared, n)
         shared_max = float(shared.max())
     rep.tokens_emitted += k * n
     first, single = times[0], rep.tokens.single

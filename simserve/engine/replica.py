@@ -49,8 +49,6 @@ class Replica(PipelineLoop):
         self.closed_pipeline = closed_pipeline and len(stages) > 1 and all(st.closed_form for st in stages)
         self.swapper = None                 # engine.swap.KvSwapper when preemption swaps to host memory
         self.coalesce_pipeline = coalesce_decode and self.closed_pipeline   # engine/pipeline_run
-        self.completed: list[Request] = []
-        self.rejected: list[Request] = []
         self.iterations = 0
         self.tokens_emitted = 0
         self._init_pipeline(len(stages))
@@ -76,7 +74,6 @@ class Replica(PipelineLoop):
         reason = self.scheduler.never_fits(req)
         if reason:
             req.reject_reason = reason
-            self.rejected.append(req)
             self.arrivals.done(req)
             return
         req.lane = min(range(len(self.schedulers)),
@@ -149,13 +146,14 @@ class Replica(PipelineLoop):
         for req in batch.decodes:
             req.prefilled += 1
             self._emit(req, end)
+        self.tokens.bound()
 
     def _emit(self, req: Request, t: float) -> None:
         if req.generated == 0:
             req.first_token_s = t
         else:
             gap = t - req.last_token_s
-            self.tokens.single.append(gap)
+            self.tokens.gap(gap)
             if gap > req.itl_max_s:
                 req.itl_max_s = gap
         req.generated += 1
@@ -167,7 +165,6 @@ class Replica(PipelineLoop):
     def _complete(self, req: Request, t: float) -> None:
         req.finish_s = t
         self.schedulers[req.lane].release(req)
-        self.completed.append(req)
         self.arrivals.done(req)
 
     # -- coalesced decode runs -----------------------------------------------------------------
@@ -199,13 +196,13 @@ class Replica(PipelineLoop):
         shared = np.diff(ends[:k])
         shared_max = float(shared.max()) if k > 1 else 0.0
         if k > 1:
-            self.tokens.shared.append((shared, n))
+            self.tokens.run(shared, n)
         self.tokens_emitted += k * n
         first_end = float(ends[0])
-        single = self.tokens.single
+        log = self.tokens
         for req in running:
             gap = first_end - req.last_token_s
-            single.append(gap)
+            log.gap(gap)
             req.itl_max_s = max(req.itl_max_s, gap, shared_max)
             req.prefilled += k
             req.blocks = blocks_for(req.prefilled, bs)
@@ -213,4 +210,5 @@ class Replica(PipelineLoop):
             req.last_token_s = end
             if req.generated >= req.osl:
                 self._complete(req, end)
+        log.bound()
         self.timeline.iteration(self, 0, start + host, end, k, 0, n, split)

@@ -67,8 +67,7 @@ def attach_speculation(world, cfg, seed: np.random.SeedSequence) -> None:
     spec = cfg.scheduler.speculative
     accept_seed, *replica_seeds = seed.spawn(1 + len(world.replicas))
     alphas = acceptance_probabilities(spec, len(world.requests), np.random.default_rng(accept_seed))
-    for req, alpha in zip(world.requests, alphas):
-        req.accept_prob = float(alpha)
+    world.requests.accept_prob = np.asarray(alphas, dtype=np.float64)   # given to each request when sent
     for rep, rs in zip(world.replicas, replica_seeds):
         rng = np.random.default_rng(rs)
         for sched in rep.schedulers:

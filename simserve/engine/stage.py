@@ -9,13 +9,11 @@ and coalesce decode runs. Otherwise the executor plays the plan on the network.
 """
 from __future__ import annotations
 
-import itertools
-import math
-
 import numpy as np
 
 from simserve.cost.operators import BatchStats
 from simserve.engine.executor import Executor
+from simserve.exactsum import ExactSum
 from simserve.iteration.price import IdleNetwork, Price, price
 from simserve.iteration.steps import IterationPlan
 
@@ -31,7 +29,8 @@ class Stage:
         self.priced = fidelity == "fast" and exclusive_links
         self.closed_form = planner.deterministic and (len(self.gpus) == 1 or self.priced)
         self._comm_memo: dict[tuple[int, int], Price] = {}
-        self.busy: dict[str, list] = {kind: [] for kind in BUSY_KINDS}   # per GPU of the group
+        # seconds per GPU of the group, by kind: exact running sums (bounded memory, any order)
+        self.busy: dict[str, ExactSum] = {kind: ExactSum() for kind in BUSY_KINDS}
 
     @property
     def calls(self) -> dict[tuple[str, str], float]:
@@ -64,16 +63,20 @@ class Stage:
         collectives; returns the (compute, all-reduce, all-gather, all-to-all, host) seconds."""
         single = isinstance(durations, float)          # one iteration (the common case): no numpy
         total = durations if single else float(np.sum(durations))
+        busy = self.busy
         if len(self.gpus) == 1:
-            self.busy["compute"].append(durations if single else np.array(durations))   # not a view of more steps
+            busy["compute"].add(durations) if single else busy["compute"].add_array(durations)
             return total, 0.0, 0.0, 0.0, 0.0
         comm = self.comm_price(*stats_or_tokens)
         ar, ag = comm.seconds["allreduce"], comm.seconds["allgather"]
         count = 1 if single else np.size(durations)
         self.executor.charge(comm.charges, count)
-        self.busy["compute"].append(durations - (ar + ag) if single else np.asarray(durations) - (ar + ag))
-        self.busy["allreduce"].append(ar * count)
-        self.busy["allgather"].append(ag * count)
+        if single:
+            busy["compute"].add(durations - (ar + ag))
+        else:
+            busy["compute"].add_array(np.asarray(durations) - (ar + ag))
+        busy["allreduce"].add(ar * count)
+        busy["allgather"].add(ag * count)
         return total - (ar + ag) * count, ar * count, ag * count, 0.0, 0.0
 
     # -- one iteration as a process ------------------------------------------------------------
@@ -93,14 +96,9 @@ class Stage:
         else:
             split = yield from self.executor.play(plan)
         for kind, seconds in zip(BUSY_KINDS, split):
-            self.busy[kind].append(seconds)
+            self.busy[kind].add(seconds)
         return split
 
     def busy_s(self) -> dict[str, float]:
         """Seconds per kind, each the correctly rounded sum of its parts (math.fsum: any order)."""
-        out = {}
-        for kind, parts in self.busy.items():
-            arrays = [p for p in parts if isinstance(p, np.ndarray)]
-            floats = [p for p in parts if not isinstance(p, np.ndarray)]
-            out[kind] = math.fsum(itertools.chain(floats, *(a.ravel().tolist() for a in arrays)))
-        return out
+        return {kind: total.value() for kind, total in self.busy.items()}

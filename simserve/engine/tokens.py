@@ -9,6 +9,11 @@ the tokens. Its statistics are exact: order statistics are looked up in the cumu
 interpolated with numpy's `linear` rule, the mean is the correctly rounded weighted sum (each
 value split into two 26-bit halves, so every product with its weight is exact, then math.fsum),
 so they equal the expanded sample's (tests/test_tokens.py, on the bundled trace).
+
+Memory stays bounded: once a log holds more than EXACT_MAX_BYTES of gaps it folds them into a
+QuantileSketch (simserve.sketch: every percentile within 0.05% of the exact one) and keeps folding
+as entries arrive, so a run whose logs ever folded reports its ITL from the merged sketches (the
+summary's `itl_estimate` says so) and any shorter run stays exact.
 """
 from __future__ import annotations
 
@@ -17,29 +22,89 @@ from array import array
 
 import numpy as np
 
-EXACT_MAX_GAPS = 20_000_000      # 160 MB as one float64 array: the bundled hour (~4M gaps) stays below
+from simserve.sketch import QuantileSketch
+
+EXACT_MAX_GAPS = 2_000_000       # 16 MB as one float64 array (the bundled hour's 4.07M gaps: an ItlSample)
+# bytes of gaps a replica's log keeps before it folds them into a sketch (8 per single or shared gap,
+# 16 per run): the bundled hour at pp=1 logs 5.3 MB (4.07M gaps as 0.44M entries), so it stays
+# exact; a fold reads FOLD_CHUNK entries at a time, so its temporaries stay a few MB
+EXACT_MAX_BYTES = 8_000_000
+FOLD_CHUNK = 1 << 17
 
 
 class TokenLog:
-    """Inter-token gaps: single gaps, and gaps shared by every sequence of a decode run."""
+    """Inter-token gaps: single gaps, and the gaps of decode runs, each shared by the run's sequences
+    (one typed array of every run's gaps, one of where each run ends and one of its weight)."""
 
     def __init__(self):
         self.single = array("d")
-        self.shared: list[tuple[np.ndarray, int]] = []
+        self.sketch: QuantileSketch | None = None    # what was folded, once the log outgrew EXACT_MAX_BYTES
+        self._run_gaps = array("d")
+        self._run_ends = array("q")
+        self._run_weights = array("q")
+        self._same, self._count = math.nan, 0      # the latest gap, and how many times in a row
+
+    def gap(self, gap: float) -> None:
+        """One sequence's gap. Sequences that stepped together emit equal gaps one after another
+        (the first gap of a decode run, a mixed iteration's decodes): kept once, with a count."""
+        if gap == self._same:
+            self._count += 1
+            return
+        self._flush()
+        self._same, self._count = gap, 1
+
+    def _flush(self) -> None:
+        if self._count == 1:
+            self.single.append(self._same)
+        elif self._count:
+            self.repeat(self._same, self._count)
+        self._count = 0
+
+    def run(self, gaps: np.ndarray, weight: int) -> None:
+        """The k - 1 step gaps of a decode run, shared by its `weight` sequences."""
+        self._run_gaps.frombytes(np.ascontiguousarray(gaps, dtype=np.float64).tobytes())
+        self._run_ends.append(len(self._run_gaps))
+        self._run_weights.append(weight)
+        self.bound()
+
+    def repeat(self, gap: float, count: int) -> None:
+        """One gap that `count` sequences had (a decode run's first gap, for those whose previous
+        token came at the same time): kept once with its weight."""
+        self._run_gaps.append(gap)
+        self._run_ends.append(len(self._run_gaps))
+        self._run_weights.append(count)
+
+    def bound(self) -> None:
+        """Fold the gaps into the sketch once they take more than EXACT_MAX_BYTES (cheap to call)."""
+        if 8 * (len(self.single) + len(self._run_gaps)) + 16 * len(self._run_ends) > EXACT_MAX_BYTES:
+            if self.sketch is None:
+                self.sketch = QuantileSketch()
+            values, weights = self.weighted()
+            for i in range(0, len(values), FOLD_CHUNK):
+                self.sketch.add(values[i:i + FOLD_CHUNK], weights[i:i + FOLD_CHUNK])
+            self.single, self._run_gaps, self._run_ends, self._run_weights = \
+                array("d"), array("d"), array("q"), array("q")
+
+    def _run_gap_weights(self) -> np.ndarray:
+        """The weight of each run gap (its run's)."""
+        ends = np.array(self._run_ends, dtype=np.int64)
+        return np.repeat(np.array(self._run_weights, dtype=np.int64), np.diff(ends, prepend=0))
 
     def count(self) -> int:
-        return len(self.single) + sum(len(gaps) * weight for gaps, weight in self.shared)
+        self._flush()
+        return len(self.single) + int(self._run_gap_weights().sum())
 
     def all_gaps(self) -> np.ndarray:
-        parts = [np.asarray(self.single, dtype=float)]
-        parts += [np.repeat(gaps, weight) for gaps, weight in self.shared]
-        return np.sort(np.concatenate(parts))
+        self._flush()
+        run_gaps = np.asarray(self._run_gaps, dtype=float)
+        return np.sort(np.concatenate((np.asarray(self.single, dtype=float),
+                                       np.repeat(run_gaps, self._run_gap_weights()))))
 
     def weighted(self) -> tuple[np.ndarray, np.ndarray]:
-        values = [np.asarray(self.single, dtype=float)] + [gaps for gaps, _ in self.shared]
-        weights = [np.ones(len(self.single), dtype=np.int64)]
-        weights += [np.full(len(gaps), weight, dtype=np.int64) for gaps, weight in self.shared]
-        return np.concatenate(values), np.concatenate(weights)
+        self._flush()
+        values = np.concatenate((np.asarray(self.single, dtype=float), np.asarray(self._run_gaps, dtype=float)))
+        weights = np.concatenate((np.ones(len(self.single), dtype=np.int64), self._run_gap_weights()))
+        return values, weights
 
 
 class ItlSample:
@@ -93,7 +158,14 @@ class ItlSample:
 
 def itl_sample(logs: list[TokenLog], exact_max: int | None = None):
     """Every gap of the replicas' logs, sorted (np.ndarray) up to `exact_max` (EXACT_MAX_GAPS) gaps;
-    above, an ItlSample of the same gaps."""
+    above, an ItlSample of the same gaps; a QuantileSketch of them all if any log was folded."""
+    if any(log.sketch is not None for log in logs):
+        merged = QuantileSketch()
+        for log in logs:
+            merged.add(*log.weighted())
+            if log.sketch is not None:
+                merged.merge(log.sketch)
+        return merged
     limit = EXACT_MAX_GAPS if exact_max is None else exact_max
     if sum(log.count() for log in logs) <= limit:
         return np.sort(np.concatenate([log.all_gaps() for log in logs]))

@@ -41,7 +41,7 @@ def decisive(n: int, q: float) -> int:
 
 
 def _value(kind: str, req) -> float:
-    """The request's TTFT / TPOT / E2E as metrics.requests_frame computes it."""
+    """The request's TTFT / TPOT / E2E as records.RequestBook.frame computes it."""
     if kind == "ttft":
         return req.first_token_s - req.arrival_s
     if kind == "tpot":
@@ -52,11 +52,11 @@ def _value(kind: str, req) -> float:
 class _Limit:
     """One percentile limit: its sample's size bound and the completed values over the limit."""
 
-    def __init__(self, metric: str, limit: float, requests: list):
+    def __init__(self, metric: str, limit: float, book):
         self.metric, self.limit = metric, limit
         self.kind, stat = metric.split("_")
         self.q = QUANTILES[stat]
-        self.bound = sum(1 for r in requests if self.counts(r))
+        self.bound = int((book.osl > 1).sum()) if self.kind == "tpot" else len(book)   # see counts()
         self.over: list[float] = []
 
     def counts(self, req) -> bool:
@@ -110,10 +110,9 @@ class SloWatch:
 
     def row(self) -> dict:
         """The probe's metrics when stopped (see the module docstring)."""
-        reps = self.world.replicas
         row = {k: math.nan for k in METRICS}
         row.update(num_gpus=self.world.placement.num_gpus, num_requests=self.total, num_rejected=self.rejected,
-                   num_completed=sum(len(r.completed) for r in reps), sim_time_s=self.world.env.now,
+                   num_completed=self.world.requests.recorded - self.rejected, sim_time_s=self.world.env.now,
                    stopped_s=self.world.env.now)
         for metric, bound in self.decided.items():
             if metric != "rejected":
