@@ -11,7 +11,7 @@ Only a failing verdict can be decided early, and only as the final summary would
   decisive(that bound) completed values are over the limit the final percentile is too: later
   completions only add values, later rejections only lower the bound;
 - `rejected`: the refused fraction only grows.
-TTFT, TPOT and E2E are computed per request as metrics.requests_frame does; TPOT's sample is the
+TTFT, TPOT and E2E are computed per request as records.RequestBook.frame does; TPOT's sample is the
 completed requests with more than one output token (a one-token output's TPOT is NaN, dropped).
 
 A probe stopped this way has status ok, `stopped_s` (the simulated time it ended at) and, for each
