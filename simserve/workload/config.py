@@ -22,7 +22,7 @@ FORMATS = ("auto", "azure", "burstgpt", "mooncake", "vidur", "csv", "jsonl")
 
 
 MAX_TOKENS = 10_000_000       # no model serves a context this long: a bigger length is a typo
-MAX_REQUESTS = 10_000_000     # requests are held in memory: 10M is ~10 GB of Python objects
+MAX_REQUESTS = 10_000_000     # a request keeps ~200 bytes of columns (simserve.records): 10M is ~2 GB
 
 
 class _Strict(BaseModel):
