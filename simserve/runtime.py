@@ -27,8 +27,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from simserve.catalog import CATALOG_DIR, _build, _load_yaml
-from simserve.cost.operators import FEATURES, BatchStats, features
-from simserve.cost.step import FEATURE_INDEX
+from simserve.cost.operators import BatchStats
+from simserve.cost.step import FEATURE_INDEX, feature_list
 from simserve.errors import CatalogError
 
 RUNTIME_DIR = CATALOG_DIR / "runtimes"
@@ -218,32 +218,34 @@ class RuntimeStepCost:
             gate, weight, overhead = entry[:3]
             curve = entry[5] if len(entry) > 5 else None
             self._kernels.append((gate, weight * (1.0 if curve is not None else overhead / kernel_overhead_s)))
+        self._gates = sorted({gate for gate, _ in self._kernels})
+        self._kernel_memo: dict[tuple, float] = {}
 
     def kernels(self, x: list) -> float:
-        return sum(k for gate, k in self._kernels if x[gate] > 0)
+        """Kernels an iteration launches: they depend only on which gates are positive (memoised)."""
+        key = tuple([x[g] > 0 for g in self._gates])
+        found = self._kernel_memo.get(key)
+        if found is None:
+            found = self._kernel_memo[key] = sum(k for gate, k in self._kernels if x[gate] > 0)
+        return found
 
     def time(self, batch: BatchStats) -> float:
         padded, graphed = graph_batch(self.runtime, batch)
-        gpu = self.inner.time(padded)
+        x = feature_list(padded)
+        gpu = self.inner.time_of(x)
         if graphed or not self.runtime.cuda_graphs.eager_launch_s:
             return gpu
-        return eager_s(self.runtime, gpu, self.kernels(self._features(padded)))
+        return eager_s(self.runtime, gpu, self.kernels(x))
 
     def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int):
         rows = graph_size(self.runtime, num_seqs)
         graphed = rows is not None
-        rows = rows if graphed else num_seqs
-        x: list = [0.0] * len(FEATURE_INDEX)
-        x[FEATURE_INDEX["const"]] = 1.0
-        for f in ("tokens", "decode_tokens", "logits_tokens"):
-            x[FEATURE_INDEX[f]] = float(rows)
-        x[FEATURE_INDEX["decode_kv_tokens"]] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
-        gpu = np.broadcast_to(np.asarray(self.inner.context_time_of(x), dtype=float), (steps,)).copy()
+        gpu = self.inner.decode_times(num_seqs, kv_tokens_start, steps, rows if graphed else num_seqs)
         if graphed or not self.runtime.cuda_graphs.eager_launch_s:
             return gpu
+        x: list = [0.0] * len(FEATURE_INDEX)           # the eager step's gates (the context reads none)
+        x[FEATURE_INDEX["const"]] = 1.0
+        for f in ("tokens", "decode_tokens", "logits_tokens"):
+            x[FEATURE_INDEX[f]] = float(num_seqs)
         return np.maximum(gpu, self.kernels(x) * self.runtime.cuda_graphs.eager_launch_s)
 
-    @staticmethod
-    def _features(batch: BatchStats) -> list:
-        feats = features(batch)
-        return [feats[f] for f in FEATURES]

@@ -126,24 +126,33 @@ class DecodeAttentionRatio:
         return same[i], same[i + 1], t
 
     def knots(self, b: float) -> tuple:
-        """(contexts, r, slopes) for b sequences: log r linear in log B between measured counts."""
+        """(contexts, r, slopes, the same as arrays) for b sequences: log r linear in log B between
+        measured counts."""
         out = self.memo.get(b)
         if out is None:
             lo, hi, t = self.neighbours(b)
             r = [math.exp(math.log(self.times[(lo, c)] / self.scalar(lo, lo * c)) * (1 - t)
                           + math.log(self.times[(hi, c)] / self.scalar(hi, hi * c)) * t) for c in self.ctxs]
             slopes = [(r[k + 1] - r[k]) / (self.ctxs[k + 1] - self.ctxs[k]) for k in range(len(r) - 1)]
-            out = self.memo[b] = (self.ctxs, tuple(r), tuple(slopes), np.array(self.ctxs), np.array(r), np.array(slopes))
+            # as arrays for a run of decode steps: each segment's (left context, slope, r) and
+            # the inner knots, whose right bisection is min(bisect_right(xs, c) - 1, len - 2)
+            knots_a = np.array([self.ctxs[:-1], slopes, r[:-1]])
+            out = self.memo[b] = (self.ctxs, tuple(r), tuple(slopes), knots_a, np.array(self.ctxs[1:-1]))
         return out
 
     def __call__(self, x) -> float:
         b = x[_DECODE_TOKENS]
-        xs, r, slopes, xs_a, r_a, slopes_a = self.knots(b)
+        xs, r, slopes, knots_a, inner_a = self.knots(b)
         c = x[_DECODE_KV] / b
         if isinstance(c, np.ndarray):   # the same operations as the float branch, elementwise
-            c = np.clip(c, xs[0], xs[-1])
-            j = np.minimum(np.searchsorted(xs_a, c, side="right") - 1, len(xs) - 2)
-            return r_a[j] + slopes_a[j] * (c - xs_a[j])
+            np.maximum(c, xs[0], out=c)                   # c is x / b: an array of its own
+            np.minimum(c, xs[-1], out=c)
+            j = inner_a.searchsorted(c, side="right")     # = min(bisect_right(xs, c) - 1, len - 2)
+            xs_j, slopes_j, r_j = knots_a[:, j]           # one gather of the segments' knots
+            c -= xs_j
+            c *= slopes_j
+            c += r_j                                      # r[j] + slope * (c - xs[j]): commutative
+            return c
         c = min(max(c, xs[0]), xs[-1])
         j = min(bisect.bisect_right(xs, c) - 1, len(xs) - 2)
         return r[j] + slopes[j] * (c - xs[j])
@@ -153,6 +162,7 @@ class ElementwiseRatio:
     """r(tokens) of an elementwise operator made of measured calls, one per width in its shape:
     sum over calls of the measured time (outside the grid: its edge time x the fitted model's
     ratio between the call and the edge) over the operator's fitted time."""
+    context_free = True         # reads only its gate (tokens): cost.step memoises it per batch shape
 
     def __init__(self, grid, gate: int, widths, per_element_s: float, call_fixed_s: float, scalar):
         self.grid, self.gate, self.widths = grid, gate, tuple(widths)

@@ -7,15 +7,17 @@ bandwidth, weight is the number of layers (1 for the head) and r a measured corr
 GEMM's rho(M) from cost.gemm_table, or an operator table's ratio from cost.op_tables). `time` evaluates one iteration in
 plain Python; `decode_times` evaluates a run of decode steps with numpy, performing the same
 floating-point operations in the same order, so both give bit-identical results. The engine uses
-`decode_times` to advance a run of decode steps in one event.
+`decode_times` to advance a run of decode steps in one event. Operators that do not read the
+context (every one but the attentions) are evaluated once per batch shape and remembered; the sum
+still adds each term in operator order.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from simserve.catalog import Gpu, ModelCard
-from simserve.cost.operators import (FEATURES, BatchStats, OpModel, Precision, Shard, features,
-                                     head_op_models, layer_op_models)
+from simserve.cost.operators import (FEATURES, BatchStats, OpModel, Precision, Shard, head_op_models,
+                                     layer_op_models)
 from simserve.cost.roofline import efficiencies, fixed_s, gemm_curve, table_ratio
 
 FEATURE_INDEX = {f: i for i, f in enumerate(FEATURES)}
@@ -41,7 +43,8 @@ class StepCost:
         # being its gate feature (tokens): then the coefficients use peak rates and no overhead,
         # or an operator table's correction r(x) of the fitted time (cost.op_tables)
         self.ops = []
-        self._context_memo: dict[tuple, list] = {}
+        self._context_memo: dict[tuple, tuple] = {}     # batch shape -> time_of's terms
+        self._run_memo: dict[tuple, tuple] = {}         # batch shape -> context_time_of's rows
         for op, weight in weighted:
             rho = gemm_curve(op, gpu)
             eta_c, eta_m = (1.0, 1.0) if rho is not None else efficiencies(op, gpu)
@@ -51,55 +54,106 @@ class StepCost:
             mem = [(FEATURE_INDEX[f], c * inv_m) for f, c in op.bytes.items() if c]
             overhead = 0.0 if rho is not None else fixed_s(op, gpu)
             gate = FEATURE_INDEX[op.gate]
-            scale = (lambda x, rho=rho, gate=gate: rho(x[gate])) if rho is not None else table_ratio(op, gpu)
+            scale = GemmRho(rho, gate) if rho is not None else table_ratio(op, gpu)
             self.ops.append((gate, weight, overhead, comp, mem, scale))
+        self._reads_context = [_reads_context(op) for op in self.ops]
 
     def time(self, batch: BatchStats) -> float:
-        feats = features(batch)
-        return self.time_of([feats[f] for f in FEATURES])
+        return self.time_of(feature_list(batch))
 
     def time_of(self, x: list) -> float:
-        total = 0.0
-        for gate, weight, overhead, comp, mem, scale in self.ops:
+        """Sum over operators whose gate is positive of their times, in operator order. The
+        operators that do not read the context (prefill attention pairs and KV, decode KV) are
+        evaluated once per batch shape (every other feature) and remembered (`_shape_plan`): of
+        the default hour's 52k mixed iterations, 6k shapes. The sum still adds every term in
+        operator order, so the result is the same bit for bit as evaluating each operator."""
+        total, segments = self._shape_plan(x)
+        for op, tail in segments:
+            gate, weight, overhead, comp, mem, scale = op
             if x[gate] > 0:
                 total += _op_time(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
+            for t in tail:
+                total += t
         return total
-
-    def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int) -> np.ndarray:
-        """Times of `steps` consecutive decode-only iterations of `num_seqs` sequences whose summed
-        context (new tokens included) is kv_tokens_start at the first step and grows by num_seqs a
-        step. Only the context feature is an array; every operator is evaluated by the same
-        `_op_time` as in time_of, in the same order, so element j equals time_of of step j bit for
-        bit (operators that do not read the context stay scalars: `context_time_of`)."""
-        x: list = [0.0] * len(FEATURES)
-        x[_CONST] = 1.0
-        x[_TOKENS] = x[_DECODE_TOKENS] = x[_LOGITS] = float(num_seqs)
-        x[_DECODE_KV] = kv_tokens_start + num_seqs * np.arange(steps, dtype=float)
-        return np.broadcast_to(np.asarray(self.context_time_of(x), dtype=float), (steps,)).copy()
 
     def context_time_of(self, x: list):
-        """time_of of features whose context (decode_kv_tokens) is an array of decode steps: the
-        operators that do not read it are evaluated once per batch shape (every other feature) and
-        remembered, the others each time; the sum runs in time_of's order, so the result is the
-        same bit for bit."""
-        key = tuple(v for i, v in enumerate(x) if i != _DECODE_KV)
-        parts = self._context_memo.get(key)
-        if parts is None:
-            parts = []
-            for op in self.ops:
-                gate, weight, overhead, comp, mem, scale = op
-                if x[gate] > 0:
-                    t = _op_time(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
-                    parts.append(op if isinstance(t, np.ndarray) else t)
-            if len(self._context_memo) < 4096:      # batch shapes: at most a few hundred
-                self._context_memo[key] = parts
-        total = 0.0
-        for part in parts:
-            if isinstance(part, tuple):
-                _, weight, overhead, comp, mem, scale = part
-                part = _op_time(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
-            total += part
-        return total
+        """time_of of features whose context (decode_kv_tokens) is an array of decode steps, with
+        the same operations in the same order, elementwise; a float when no operator reads the
+        context. A run costs its count of numpy calls, not its length, so the terms are summed by
+        one `np.add.accumulate` down the rows of a (terms, steps) array: accumulate is the running
+        sum by definition (row i is row i - 1 plus term i), the same additions as time_of's. A
+        context operator gated off adds a row of +0.0, which changes no sum (none is -0.0)."""
+        total, segments = self._shape_plan(x)
+        template, rows = self._run_rows(x, total, segments)
+        if rows is None:                       # no context operator: time_of
+            return self.time_of(x)
+        terms = np.empty((len(template), len(x[_DECODE_KV])))
+        terms[...] = template
+        for (op, _), row in zip(segments, rows):
+            gate, weight, overhead, comp, mem, scale = op
+            if x[gate] > 0:
+                terms[row] = _op_times(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
+        return np.add.accumulate(terms, axis=0)[-1]
+
+    def _run_rows(self, x: list, prefix: float, segments: tuple) -> tuple:
+        """(the rows of context_time_of's sum as a column: the prefix, then per context operator
+        a placeholder 0.0 and the terms that follow it; the placeholders' rows), per batch shape."""
+        key = (x[0], x[1], x[2], x[3], x[7])
+        found = self._run_memo.get(key)
+        if found is None:
+            column, rows = [prefix], []
+            for _, tail in segments:
+                rows.append(len(column))
+                column += [0.0, *tail]
+            if len(self._run_memo) >= _MEMO_SHAPES:
+                self._run_memo.clear()
+            found = self._run_memo[key] = (np.array(column)[:, None], tuple(rows) or None)
+        return found
+
+    def _shape_plan(self, x: list) -> tuple:
+        """(the running sum up to the first context operator, [(context operator, the context-free
+        terms that follow it)]) for x's batch shape, memoised. Folding the leading terms into one
+        float is exact (it is the same running sum); later terms stay separate, because floating-
+        point addition is not associative."""
+        key = (x[0], x[1], x[2], x[3], x[7])
+        plan = self._context_memo.get(key)
+        if plan is not None:
+            return plan
+        prefix, segments = 0.0, []
+        for op, context in zip(self.ops, self._reads_context):
+            gate, weight, overhead, comp, mem, scale = op
+            if context and gate in _CONTEXT:
+                segments.append((op, []))      # gated by the context itself: tested each time
+            elif not x[gate] > 0:
+                continue
+            elif context:
+                segments.append((op, []))
+            else:
+                t = _op_time(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
+                if segments:
+                    segments[-1][1].append(t)
+                else:
+                    prefix += t
+        plan = prefix, tuple((op, tuple(tail)) for op, tail in segments)
+        if len(self._context_memo) >= _MEMO_SHAPES:
+            self._context_memo.clear()         # bounded memory; the values do not depend on it
+        self._context_memo[key] = plan
+        return plan
+
+    def decode_times(self, num_seqs: int, kv_tokens_start: float, steps: int, rows: int | None = None) -> np.ndarray:
+        """Times of `steps` consecutive decode-only iterations of `num_seqs` sequences whose summed
+        context (new tokens included) is kv_tokens_start at the first step and grows by num_seqs a
+        step (computed as `rows` token rows: a CUDA graph's padded size, runtime.RuntimeStepCost).
+        Only the context feature is an array; every operator is evaluated with the operations of
+        time_of in the same order, so element j equals time_of of step j bit for bit (operators
+        that do not read the context stay scalars: `context_time_of`)."""
+        x: list = [0.0] * len(FEATURES)
+        x[_CONST] = 1.0
+        x[_TOKENS] = x[_DECODE_TOKENS] = x[_LOGITS] = float(num_seqs if rows is None else rows)
+        x[_DECODE_KV] = kv = np.multiply(_steps(steps), float(num_seqs))
+        kv += kv_tokens_start            # kv_tokens_start + num_seqs * j
+        out = self.context_time_of(x)
+        return out if isinstance(out, np.ndarray) else np.full(steps, out)
 
 
 def _op_time(weight: float, overhead: float, comp, mem, x: list, scale=1.0):
@@ -116,5 +170,87 @@ def _op_time(weight: float, overhead: float, comp, mem, x: list, scale=1.0):
     return weight * (((c if c > m else m) + overhead) * scale)
 
 
+def _op_times(weight: float, overhead: float, comp, mem, x: list, scale=1.0):
+    """_op_time where a feature or the scale is an array (a decode run's context): the same IEEE
+    operations on each element, computed in place on arrays made here. The running sums start
+    from their first term rather than 0.0 + it: coefficients and features are non-negative, so no
+    term is -0.0, the one value 0.0 + y changes."""
+    c = _linear(comp, x)
+    m = _linear(mem, x)
+    if not isinstance(c, np.ndarray) and not isinstance(m, np.ndarray):
+        return _op_time(weight, overhead, comp, mem, x, scale)
+    if isinstance(c, np.ndarray):
+        out = np.maximum(c, m, out=c)
+    else:
+        out = np.maximum(m, c, out=m)  # max is symmetric (no NaN here)
+    out += overhead
+    out *= scale
+    out *= weight                      # weight * y == y * weight
+    return out
+
+
+def _linear(terms, x: list):
+    """sum of coef * x[f] in order: an array of its own when a feature is one, else a float."""
+    acc = 0.0
+    for f, coef in terms:
+        v = x[f]
+        if isinstance(v, np.ndarray):
+            if isinstance(acc, np.ndarray):
+                acc += coef * v
+            else:
+                term = np.multiply(v, coef)
+                if acc:
+                    term += acc        # acc + term (commutative); 0.0 + term is term
+                acc = term
+        else:
+            acc += coef * v
+    return acc
+
+
+_STEPS = np.arange(1024, dtype=float)
+
+
+def _steps(n: int) -> np.ndarray:
+    """0.0, 1.0, ..., n - 1 (a view of a shared array when it is long enough: read only)."""
+    global _STEPS
+    if n > len(_STEPS):
+        _STEPS = np.arange(max(n, 2 * len(_STEPS)), dtype=float)
+    return _STEPS[:n]
+
+
 _CONST, _TOKENS, _DECODE_TOKENS, _LOGITS, _DECODE_KV = (
     FEATURE_INDEX[f] for f in ("const", "tokens", "decode_tokens", "logits_tokens", "decode_kv_tokens"))
+# the features an iteration's context sets; every other one is part of its batch shape (the
+# memo key of StepCost._shape_plan, which lists them by index)
+_CONTEXT = frozenset(FEATURE_INDEX[f] for f in ("prefill_attn_pairs", "prefill_kv_tokens", "decode_kv_tokens"))
+assert FEATURES.index("logits_tokens") == 7 and set(range(len(FEATURES))) - _CONTEXT == {0, 1, 2, 3, 7}
+_MEMO_SHAPES = 1 << 15     # batch shapes remembered (a few hundred bytes each)
+
+
+class GemmRho:
+    """A measured GEMM's correction rho(M), M being its gate feature (tokens): context-free."""
+    context_free = True
+    __slots__ = ("rho", "gate")
+
+    def __init__(self, rho, gate: int):
+        self.rho, self.gate = rho, gate
+
+    def __call__(self, x) -> float:
+        return self.rho(x[self.gate])
+
+
+def _reads_context(op: tuple) -> bool:
+    """Whether an operator's time reads a context feature: through its coefficients, its gate, or
+    a correction other than a GEMM's rho(M) or an elementwise table's r(tokens) (a decode-attention
+    table reads the mean context)."""
+    gate, _, _, comp, mem, scale = op
+    if gate in _CONTEXT or any(f in _CONTEXT for f, _ in comp) or any(f in _CONTEXT for f, _ in mem):
+        return True
+    return scale is not None and not getattr(scale, "context_free", False)
+
+
+def feature_list(batch: BatchStats) -> list:
+    """features(batch) as a list in FEATURES order (the same floats, without the dict)."""
+    return [1.0, float(batch.tokens), float(batch.prefill_tokens), float(batch.decode_tokens),
+            batch.prefill_attn_pairs, batch.prefill_kv_tokens, batch.decode_kv_tokens,
+            float(batch.logits_tokens)]
