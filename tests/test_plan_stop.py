@@ -1,15 +1,13 @@
 """A planner probe ends once its SLO verdict is decided (simserve.plan.stop): the decision rule puts
 the summary's own percentile over the limit, a stopped probe fails exactly when the full run does,
-a meeting probe is the full run, and the zero-load test of the rate search re-runs stopped probes."""
-import math
-
+and a meeting probe is the full run."""
 import numpy as np
 import pytest
 
 from simserve.metrics import distribution
 from simserve.plan import load_plan
 from simserve.plan.run import prepare
-from simserve.plan.search import RateGrid, RateSearch, slo_violations, stopped
+from simserve.plan.search import slo_violations, stopped
 from simserve.plan.stop import decisive, measure
 from simserve.sweep import METRICS, run_point
 
@@ -57,23 +55,3 @@ def test_a_stopped_probe_fails_as_its_full_run_does_and_a_meeting_probe_is_the_f
     full, part = run_point(cfg, {}), run_point(cfg, {}, measure(spec.slo))
     assert not slo_violations(full, spec.slo) and not stopped(part)
     assert {k: part[k] for k in METRICS if k != "wall_time_s"} == {k: full[k] for k in METRICS if k != "wall_time_s"}
-
-
-def test_the_zero_load_test_reruns_stopped_probes_in_full():
-    grid = RateGrid(0.5, 0.1, 500.0)
-    slo = {"ttft_p99": 1.0}
-
-    def search(stopping: bool):
-        s, runs = RateSearch(grid, 40, grid.steps_for(2.0)), []
-        while (k := s.propose()) is not None:      # 3 s whatever the rate: lower rates cannot help
-            full = not stopping or s.needs_full(k)
-            runs.append((k, full))
-            s.record(k, {"status": "ok", "ttft_p99_s": 3.0} if full
-                     else {"status": "ok", "ttft_p99_s": 1.01, "stopped_s": 7.0}, slo)
-        return s, runs
-
-    plain, _ = search(False)
-    s, runs = search(True)
-    assert s.verdict == plain.verdict == "infeasible" and s.binding() == plain.binding()
-    assert runs == [(40, False), (33, False), (33, True), (40, True)] and not s.partial
-    assert not math.isnan(s.binding()[1])

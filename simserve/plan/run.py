@@ -25,6 +25,8 @@ from simserve.plan.space import Candidate, candidates
 from simserve.plan.spec import PlanSpec, workload_section
 from simserve.sweep import METRICS
 
+DESCENT = 4 / 3      # the rate search steps down by about this factor while probes fail (plan.search)
+
 
 @dataclass
 class LayoutSearch:
@@ -40,13 +42,12 @@ class LayoutSearch:
         return cfg
 
     def next_probe(self) -> tuple[int, dict, dict | None, str] | None:
-        """(grid index, config, SLO to stop at or None for a run to the end, key), None when done."""
+        """(grid index, config, the SLO its run may stop at, key), None when the search is done."""
         k = self.search.propose()
         if k is None:
             return None
         config = self.probe_config(k)
-        stop = None if self.search.needs_full(k) else self.slo
-        return k, config, stop, probe_key(config, stop)
+        return k, config, self.slo, probe_key(config, self.slo)
 
     def record(self, k: int, key: str, row: dict) -> None:
         self.keys[k] = key
@@ -118,7 +119,7 @@ def prepare(spec: PlanSpec) -> tuple[list[Candidate], list[LayoutSearch], RateGr
     if grid.top < 1:
         raise ConfigError("plan: rates.max_rate must be above rates.min_rate x (1 + step)")
     cands = candidates(spec, spec.base, workload, lengths)
-    jump = grid.steps_for(spec.rates.jump)
+    jump, down = grid.steps_for(spec.rates.jump), grid.steps_for(DESCENT)
     searches = []
     for c in cands:
         if c.status != "search":
@@ -126,9 +127,14 @@ def prepare(spec: PlanSpec) -> tuple[list[Candidate], list[LayoutSearch], RateGr
         lay = c.layout
         start = c.start_rate or native[lay.model] * lay.num_gpus / 8    # no closed form: the trace's rate per 8 GPUs
         config = lay.config(spec.base, workload, spec.slo, spec.seed, spec.fidelity)
-        searches.append(LayoutSearch(c, RateSearch(grid, grid.index(start), jump), config, dict(spec.slo)))
-    # most promising first (closed-form rate per GPU): only the order probes run in, never the answer
-    searches.sort(key=lambda s: -(s.candidate.start_rate or 0.0) / s.candidate.layout.num_gpus)
+        searches.append(LayoutSearch(c, RateSearch(grid, grid.index(start), jump, down), config, dict(spec.slo)))
+    # the costliest searches first, so that the last probes running are short ones (longest
+    # processing time first): a probe's CPU grows with the pipeline depth and with the trace's
+    # span at the rate (1 / rate). Only the order probes run in, never the answer.
+    def cost(s):
+        lay = s.candidate.layout
+        return -lay.pp / s.search.grid.rate(s.search.start), lay.model, lay.hardware, lay.name
+    searches.sort(key=cost)
     _check_configs(searches)
     return cands, searches, grid
 

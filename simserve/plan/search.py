@@ -4,18 +4,19 @@ Rates are r_k = min_rate x (1 + step)^k requests per second, k = 0, 1, ... Every
 simulation at one grid rate; the answer is the largest k whose probe meets the SLO with the probe
 at k + 1 failing (both simulated), so "the next rate step up does not meet the SLO" holds by
 construction. The search assumes that meeting the SLO is monotone in rate (it is for a queue
-whose latencies grow with load; an exhaustive grid scan checks it in tests/test_plan.py).
+whose latencies grow with load; an exhaustive grid scan checks it in tests/test_plan.py); under
+that assumption any order of probes finds the same answer, and the order below is chosen for cost.
 
-- bracketing: from the start index, up by `jump` steps (about x2 in rate) while probes meet the
-  SLO, or down by `jump` while they fail;
+Cost: a failing probe ends once it is decided (simserve.plan.stop), the sooner the further the
+rate is above the layout's answer; a meeting probe always simulates the whole trace, and for a
+pipeline it costs more the lower the rate (a longer span of small micro-batches). So the search
+approaches the answer from above (the start, simserve.plan.space, is meant to be above it):
+- bracketing: from the start index down by `down` steps (about x1.33 in rate) while probes fail,
+  the distance from the start doubling once it is a `jump` (about x2); up by `jump` while they meet;
 - bisection on k between the highest meeting and the lowest failing index;
-- a layout that fails at k = 0, or whose violated metrics improve by less than 5% when the rate
-  halves (latency at zero load: lower rates cannot help), cannot meet the SLO at any rate; the
-  binding metric is the one furthest over its limit at the lowest rate probed;
-- a layout that meets the SLO at max_rate is reported at that rate ("unbounded");
-- a failing probe may have been stopped once its verdict was decided (simserve.plan.stop): it
-  counts as failing like any other, and where the zero-load test needs how far over the limits a
-  probe ends, a stopped one is re-run to its end first (`needs_full`).
+- a layout that fails at k = 0 cannot meet the SLO at any grid rate (what an exhaustive scan
+  says); the binding metric is the one furthest over its limit there;
+- a layout that meets the SLO at max_rate is reported at that rate ("unbounded").
 
 Deterministic: the probes depend only on earlier outcomes, never on timing or worker count.
 """
@@ -23,8 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
-FLOOR_IMPROVEMENT = 0.05     # a halved rate must cut the worst violation by 5% to keep descending
 
 
 @dataclass(frozen=True)
@@ -86,9 +85,9 @@ class RateSearch:
     grid: RateGrid
     start: int
     jump: int
+    down: int = 3
     ok: dict[int, bool] = field(default_factory=dict)
     over: dict[int, dict] = field(default_factory=dict)   # failing probes' violations
-    partial: set[int] = field(default_factory=set)        # probes stopped once they failed
     verdict: str = ""        # '', 'ok', 'unbounded', 'infeasible'
 
     @property
@@ -106,31 +105,6 @@ class RateSearch:
         self.ok[k] = not over
         if over:
             self.over[k] = over
-        if stopped(row):
-            self.partial.add(k)
-        else:
-            self.partial.discard(k)
-
-    def needs_full(self, k: int) -> bool:
-        """Is the probe at k wanted run to its end? Only to re-run a stopped one (see propose)."""
-        return k in self.partial
-
-    def _floor_probe(self, k: int) -> int | None:
-        """A stopped probe that the zero-load test at k compares, to be re-run in full: the test
-        compares how far over its limits each probe ends, which a stopped probe did not measure."""
-        above = sorted(j for j in self.over if j > k)
-        if not above or "error" in self.over[k]:
-            return None
-        return next((j for j in (k, above[0]) if j in self.partial), None)
-
-    def _at_floor(self, k: int) -> bool:
-        """Did halving the rate (or more) from the next failing probe above k fail to help?"""
-        above = sorted(j for j in self.over if j > k)
-        if not above or "error" in self.over[k]:
-            return "error" in self.over.get(k, {})
-        _, now = worst(self.over[k])
-        _, before = worst(self.over[above[0]])
-        return now > (1.0 - FLOOR_IMPROVEMENT) * before
 
     def propose(self) -> int | None:
         """The next grid index to probe, or None when the search is over (see `verdict`)."""
@@ -145,12 +119,11 @@ class RateSearch:
                 return None
             return min(self.grid.top, lo + self.jump)
         if lo is None:                       # everything so far fails: go down
-            if hi > 0 and (full := self._floor_probe(hi)) is not None:
-                return full
-            if hi == 0 or self._at_floor(hi):
+            if hi == 0:
                 self.verdict = "infeasible"
                 return None
-            return max(0, hi - self.jump)
+            gone = self.start - hi
+            return max(0, hi - (self.down if gone < self.jump else gone))
         if hi - lo <= 1:
             self.verdict = "ok"
             return None

@@ -9,8 +9,15 @@ Pruning removes only layouts that cannot meet the SLO at any rate:
   prefill (decode step) of that percentile's prompt length (simserve.estimate, which equals a
   simulated lone request, tests/test_estimate.py). A layout whose bound already exceeds the limit
   is reported infeasible with that metric as binding.
-The closed form also gives each layout's starting rate: about half its replicas' batch capacity
-(KV-limited batch / time to serve that batch at the workload's mean lengths).
+The closed form also gives each layout's starting rate, meant to be above the rate the search
+finds (simserve.plan.search approaches it from above, where probes end early): its replicas'
+batch capacity (KV-limited batch / time to serve that batch at the workload's mean lengths) times
+sqrt(pp). The estimate prices a pipeline with one micro-batch in flight (its token time is the
+sum of the stages'), a pipeline of pp busy stages serves up to pp times that: sqrt(pp) is the
+middle of that range on the rate grid's log scale. On the 70B / 16 H100 / one-hour Azure plan
+(device run, 2026-12-02) the SLO rates found were 0.42-0.75 of this start for tp1-tp8 x pp1-pp8
+(the start half of this without sqrt(pp) was below seven of nine answers, and probes below the
+answer run to the end).
 """
 from __future__ import annotations
 
@@ -178,10 +185,10 @@ def closed_form(layout: Layout, base: dict, lengths: tuple[np.ndarray, np.ndarra
     steps = min(mean_osl, 32)      # a short decode run: the start only has to be within a few x
     e = estimate(**kw, batch=batch, isl=mean_isl, osl=steps)
     per_request_s = e["prefill"]["time_s"] + e["decode"]["time_s"] * (mean_osl - 1)
-    # no x pp for micro-batches: the KV-limited batch already grows with pp (each stage holds its
-    # layers' KV only), and the lanes split it; with x pp the 70B pipelines on 16 H100s started
-    # above their SLO rate (plan of the one-hour Azure trace, tp1 pp4 dp4 failing at 24.8 req/s)
-    return bounds, 0.5 * layout.dp * batch / per_request_s
+    # x sqrt(pp), not x pp: the KV-limited batch already grows with pp (each stage holds its layers'
+    # KV only) and the lanes split it; at x pp the 70B tp1 pp4 dp4 on 16 H100s started 2.2x above
+    # its SLO rate (one-hour Azure trace), at x 1 below it (module docstring)
+    return bounds, layout.dp * batch / per_request_s * math.sqrt(layout.pp)
 
 
 def prune(layout: Layout, base: dict, lengths, slo: dict) -> Candidate:
