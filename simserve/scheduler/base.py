@@ -78,11 +78,9 @@ class Scheduler:
         policies only: the others prefill a prompt whole in the iteration that admits it)."""
         if not self.chunked:
             return budget
-        for req in self.running:
+        for req in [r for r in self.running if r.prefilled < r.prefill_target]:
             if budget <= 0:
                 break
-            if req.in_decode:
-                continue
             chunk = min(req.remaining_prefill, budget)
             batch.prefills.append((req, chunk))
             if self.kv.prefix is not None:
@@ -133,7 +131,28 @@ class Scheduler:
 
     def _add_decodes(self, batch: Batch) -> None:
         """Every running sequence in its decode phase decodes one token; grow KV, preempting the
-        most recently admitted requests when blocks run out."""
+        most recently admitted requests when blocks run out. A pass does Python work only for the
+        sequences whose next token opens a block (about one in block_size): when their blocks fit
+        in the free ones nobody can be preempted, and allocating them in running order is what
+        the step-by-step rule (`_add_decodes_stepwise`) does."""
+        if self.speculation is not None:
+            self._add_decodes_stepwise(batch)       # the lookahead varies per sequence and step
+            return
+        bs = self.kv.block_size
+        decodes = [r for r in self.running if r.prefilled >= r.prefill_target]
+        growing = [r for r in decodes if r.prefilled >= r.blocks * bs]     # prefilled + 1 > blocks * bs
+        if growing:
+            needs = [blocks_for(r.prefilled + 1, bs) - r.blocks for r in growing]
+            if sum(needs) > self.kv.free:
+                self._add_decodes_stepwise(batch)   # someone may be preempted
+                return
+            for req, need in zip(growing, needs):
+                self.kv.allocate(need)
+                req.blocks += need
+        batch.decodes += decodes
+
+    def _add_decodes_stepwise(self, batch: Batch) -> None:
+        """_add_decodes one sequence at a time in running order, preempting from the end."""
         bs = self.kv.block_size
         spec = self.speculation
         i = 0

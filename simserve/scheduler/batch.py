@@ -8,7 +8,7 @@ from simserve.request import Request
 from simserve.scheduler.speculative import spec_stats
 
 
-@dataclass
+@dataclass(slots=True)
 class Batch:
     prefills: list[tuple[Request, int]] = field(default_factory=list)   # (request, chunk tokens)
     decodes: list[Request] = field(default_factory=list)
@@ -44,9 +44,7 @@ class Batch:
             pf_tokens += chunk
             if cached + chunk >= req.prefill_target:
                 logits += 1
-        dec_kv = 0
-        for req in self.decodes:
-            dec_kv += req.prefilled + 1
+        dec_kv = sum([req.prefilled for req in self.decodes]) + len(self.decodes)   # of prefilled + 1
         return BatchStats(prefill_tokens=pf_tokens, decode_tokens=len(self.decodes),
                           prefill_attn_pairs=pairs, prefill_kv_tokens=pf_kv,
                           decode_kv_tokens=float(dec_kv), logits_tokens=logits + len(self.decodes))
