@@ -66,7 +66,10 @@ class Layout:
         cluster.update({"hardware": self.hardware, "nodes": nodes, "gpus_per_node": self.node_size})
         sched = dict(cfg.get("scheduler") or {})
         sched.update({"chunk_size": self.chunk_size, "max_batch_size": self.max_batch_size})
-        return {**cfg, "model": self.model, "cluster": cluster, "scheduler": sched,
+        # no timeline unless the base asks for one: a probe reads only the summary, and recording
+        # what happened when costs CPU (~5-10% of a pp1 probe of the 70B plan) without changing it
+        engine = {"timeline": False, **(cfg.get("engine") or {})}
+        return {**cfg, "model": self.model, "cluster": cluster, "scheduler": sched, "engine": engine,
                 "parallelism": {"tp": self.tp, "pp": self.pp, "dp": self.dp, "ep": self.ep},
                 "workload": workload, "slo": request_slo(slo), "seed": seed, "fidelity": fidelity}
 
