@@ -36,3 +36,18 @@ def test_coalesced_pipeline_equals_stepping(layout, policy, runtime, arrivals):
     assert same == {k: v for k, v in stepped.summary.items() if k not in ("wall_time_s", "events")}
     assert fast.timeline.to_csv(float_format="%.17g") == stepped.timeline.to_csv(float_format="%.17g")
     assert fast.summary["events"] < stepped.summary["events"] / 2     # runs were coalesced
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_coalesced_pipeline_without_timeline_equals_stepping(layout):
+    """Without a timeline a run books its stages' busy time, charges and send bytes in bulk
+    (pipeline_run.Books.close): the results still equal stepping's, bit for bit."""
+    cfg = _config("sarathi", "vllm-v1", "poisson")
+    overrides = [*LAYOUTS[layout], "engine.timeline=false"]
+    fast = simulate(cfg, overrides=overrides)
+    stepped = simulate(cfg, overrides=[*overrides, "engine.coalesce_decode=false"])
+    assert fast.timeline is None and stepped.timeline is None
+    assert fast.requests.to_csv(float_format="%.17g") == stepped.requests.to_csv(float_format="%.17g")
+    same = {k: v for k, v in fast.summary.items() if k not in ("wall_time_s", "events")}
+    assert same == {k: v for k, v in stepped.summary.items() if k not in ("wall_time_s", "events")}
+    assert fast.summary["events"] < stepped.summary["events"] / 2

@@ -31,7 +31,11 @@ class HostClock:
         a runtime)."""
         if self.runtime is None:
             return 0.0
-        return exposed_host_s(self.runtime, host_s(self.runtime, stats), self._prev(now))
+        return self.exposed_of(host_s(self.runtime, stats), now)
+
+    def exposed_of(self, host: float, now: float) -> float:
+        """The exposed part of `host` CPU seconds of an iteration starting at `now` (with a runtime)."""
+        return exposed_host_s(self.runtime, host, self._prev(now))
 
     def take(self, stats: BatchStats, start: float) -> float:
         """The exposed host time of an iteration starting at `start` (now, or a time a coalesced

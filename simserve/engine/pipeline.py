@@ -42,7 +42,8 @@ class PipelineLoop:
         self._stage_free_at = [0.0] * n_stages        # closed-form pipeline: when each stage frees
         self._routes: dict[int, list] = {}
         self._send_memo: dict[tuple[int, float], float] = {}
-        self._sends_due: dict[tuple[int, float], int] | None = None
+        # engine/pipeline_run: decode-round stage times per (stage, sequences): (first context, times)
+        self._decode_memo: dict[tuple[int, int], list[tuple[int, list[float]]]] = {}
         self._flight: list[Flight | None] = [None] * len(self.schedulers)   # closed form: each lane's last launch
         self._epoch = [0] * len(self.schedulers)
 
@@ -115,10 +116,10 @@ class PipelineLoop:
         epoch = self._epoch[lane]
         self.env.at(back).callbacks.append(lambda _ev: epoch == self._epoch[lane] and self._lane_done(lane))
 
-    def _launch(self, stats, now: float, durations=None) -> tuple[float, float]:
+    def _launch(self, stats, now: float) -> tuple[float, float]:
         """Book one micro-batch launched at `now` on every stage and transfer; returns (time its
-        tokens exist, time the lane is back). `durations`: its stage times where the caller has
-        them (a coalesced run: the same values `stage.time` gives, from `decode_times`)."""
+        tokens exist, time the lane is back). engine/pipeline_run.Books.launch restates it for a
+        coalesced run's decode rounds."""
         last = len(self.stages) - 1
         exposed = self.host.take(stats, now)
         ready = now + exposed
@@ -126,7 +127,7 @@ class PipelineLoop:
             start = ready if ready > self._stage_free_at[s] else self._stage_free_at[s]
             if s > 0:
                 self.wait_output_s[s - 1] += start - ready
-            duration = stage.time(stats) if durations is None else durations[s]
+            duration = stage.time(stats)
             end = start + duration
             self._stage_free_at[s] = end
             if s == 0:
@@ -135,28 +136,29 @@ class PipelineLoop:
             self.timeline.iteration(self, s, start, end, 1, stats.prefill_tokens, stats.decode_tokens, split)
             ready = end
             if s < last:
-                ready = end + self._transfer_closed_form(s, stage.gpus, self.stages[s + 1].gpus,
-                                                         stats.tokens * self.p2p_bytes_per_token, end)
+                ready = end + self._transfer_closed_form(s, stats.tokens * self.p2p_bytes_per_token, end)
         tokens_at = ready
-        back = tokens_at + self._transfer_closed_form(last, self.stages[-1].gpus, self.stages[0].gpus,
-                                                      stats.logits_tokens * self.token_id_bytes, tokens_at)
+        back = tokens_at + self._transfer_closed_form(last, stats.logits_tokens * self.token_id_bytes, tokens_at)
         self.iterations += 1
         return tokens_at, back
 
-    def _transfer_closed_form(self, stage: int, src_gpus, dst_gpus, nbytes: float, start: float) -> float:
-        """Idle-network time of a stage-to-stage send (links are this pipeline's own), memoised per
-        size; its bytes are accounted now, or counted for `account_sends` while a coalesced run
-        books its launches (byte counts are whole numbers: their float sums are exact in any order)."""
+    def _transfer_closed_form(self, stage: int, nbytes: float, start: float) -> float:
+        """Idle-network time of a stage-to-stage send (links are this pipeline's own), its bytes
+        accounted now."""
+        duration = self._send_duration(stage, nbytes)
+        self._account_send(stage, nbytes, 1)
+        self.p2p_s[stage] += duration
+        self.timeline.transfer(self, stage, start, start + duration, nbytes * len(self._routes[stage]))
+        return duration
+
+    def _send_duration(self, stage: int, nbytes: float) -> float:
+        """Idle-network time of stage `stage`'s send of `nbytes` to the next stage (the last stage's
+        to the first), memoised per size."""
         key = (stage, nbytes)
         duration = self._send_memo.get(key)
         if duration is None:
-            duration = self._send_memo[key] = self._send_time(stage, src_gpus, dst_gpus, nbytes)
-        if self._sends_due is None:
-            self._account_send(stage, nbytes, 1)
-        else:
-            self._sends_due[key] = self._sends_due.get(key, 0) + 1
-        self.p2p_s[stage] += duration
-        self.timeline.transfer(self, stage, start, start + duration, nbytes * len(self._routes[stage]))
+            src, dst = self.stages[stage].gpus, self.stages[(stage + 1) % len(self.stages)].gpus
+            duration = self._send_memo[key] = self._send_time(stage, src, dst, nbytes)
         return duration
 
     def _send_time(self, stage: int, src_gpus, dst_gpus, nbytes: float) -> float:
@@ -174,14 +176,10 @@ class PipelineLoop:
         return duration
 
     def _account_send(self, stage: int, nbytes: float, count: int) -> None:
+        """Bytes of `count` sends (whole numbers: their float sums are exact in any order, so a
+        coalesced run accounts its sends in bulk)."""
         for links, _, _ in self._routes[stage]:
             self.network.account(links, nbytes * count, "p2p")
-
-    def account_sends(self) -> None:
-        """Account the sends a coalesced run counted (engine/pipeline_run)."""
-        for (stage, nbytes), count in self._sends_due.items():
-            self._account_send(stage, nbytes, count)
-        self._sends_due = None
 
     def _take_turn(self, s: int, seq: int):
         if self._turn[s] != seq:

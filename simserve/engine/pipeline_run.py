@@ -7,17 +7,22 @@ change (every lane decodes all its running requests, nobody waits, no arrival ca
 finishes, KV blocks suffice) the next launches are known too: the loop's own rule (launch when the
 first stage is free, round robin over the lanes that are back) is evaluated here in a plain loop
 over the stage free times, with every stage time taken from `Stage.decode_times` (the values
-`Stage.time` gives, bit for bit) and every launch booked by the same `PipelineLoop._launch` the
-stepped path uses, so accounting, timeline rows and float sums are the ones stepping produces.
+`Stage.time` gives, bit for bit; remembered per stage and sequence count across runs) and every
+launch booked by `Books.launch`, which restates `PipelineLoop._launch` with the same float sums in
+the same order, so accounting, timeline rows and results are the ones stepping produces (busy time,
+charges and send bytes are booked in bulk at the end of a run without a timeline: exact sums).
 Only each lane's last tokens and return become events; the tokens of a lane's earlier rounds are
 emitted with them, each at its own time (as `Replica._decode_run` does), which nothing between can
 observe: no arrival comes before the last launch, and a round that completes a request is its
 lane's last (launches stop at the first completion time).
 
-The run stops before the first launch that is at or after the next arrival (when a lane could
-admit it) or the first completion, needs more KV blocks than are free, or belongs to a lane out of
-precomputed rounds; the loop then steps as before. tests/test_pipeline_run.py checks that
-requests.csv, the summary and the timeline equal stepping (`engine.coalesce_decode=false`).
+A lane in flight whose next batch is not such a decode (a prefill chunk in flight, requests
+waiting to join it) takes no part: the run stops before that lane's tokens exist and before it is
+back. The run also stops before the first launch that is at or after the next arrival (when a lane
+could admit it) or the first completion, needs more KV blocks than are free, or belongs to a lane
+out of precomputed rounds; the loop then steps as before. tests/test_pipeline_run.py checks that
+requests.csv, the summary and the timeline equal stepping (`engine.coalesce_decode=false`), with
+and without a timeline.
 """
 from __future__ import annotations
 
@@ -26,8 +31,10 @@ import math
 import numpy as np
 
 from simserve.cost.operators import BatchStats
+from simserve.runtime import host_s
 
 MAX_ROUNDS = 1024       # rounds per lane precomputed by one run (bounds its arrays)
+MEMO_ARRAYS = 8         # decode-round arrays remembered per (stage, sequences)
 
 
 class Flight:
@@ -60,86 +67,124 @@ class _Lane:
         self.cum: list[int] = [0]        # cum[a]: KV blocks rounds 1..a need beyond those held
         self.times: list[float] = []     # token times of the rounds launched here
         self.launched = 0
+        self.nbytes: list[float] = []    # per stage: bytes of its send (prepare)
+        self.sends: list[float] = []     # ... and the send's time
+        self.host = 0.0                  # host seconds of a launch (with a runtime)
 
-    def prepare(self, stages, rounds: int, first: int, block_size: int) -> None:
-        """Stage times of rounds first..rounds (the values Stage.time gives) and their KV growth."""
+    def prepare(self, rep, rounds: int, first: int) -> None:
+        """Stage times of rounds first..rounds (the values Stage.time gives), their KV growth, the
+        lane's send times and bytes per stage and its host seconds per launch."""
         self.first = first
-        kv_first = float(int(self.p.sum()) + self.n * first)
-        self.durs = [st.decode_times(self.n, kv_first, rounds - first + 1).tolist() for st in stages]
+        kv_first = int(self.p.sum()) + self.n * first
+        self.durs = [_decode_times(rep, s, st, self.n, kv_first, rounds - first + 1)
+                     for s, st in enumerate(rep.stages)]
         if rounds > 0:
             tokens = self.p[:, None] + np.arange(1, rounds + 1)[None, :]
-            grown = np.maximum(-(-tokens // block_size) - self.held[:, None], 0)
+            grown = np.maximum(-(-tokens // rep.kv.block_size) - self.held[:, None], 0)
             self.cum = [0] + grown.sum(axis=0).tolist()
+        last = len(rep.stages) - 1
+        self.nbytes = [self.stats.tokens * rep.p2p_bytes_per_token] * last + [self.stats.logits_tokens * rep.token_id_bytes]
+        self.sends = [rep._send_duration(s, nbytes) for s, nbytes in enumerate(self.nbytes)]
+        runtime = rep.host.runtime
+        self.host = host_s(runtime, self.stats) if runtime is not None else 0.0
 
     def can_launch(self) -> bool:
         return self.launched < (len(self.durs[0]) if self.durs else 0)
 
 
-def _steady(rep, lane: int, batch) -> list[_Lane] | None:
-    """The run's lanes, or None if some lane's next batch could change (or is not a plain decode)."""
+def _decode_times(rep, s: int, stage, n: int, kv_first: int, count: int) -> list[float]:
+    """Stage s's times of `count` decode rounds of n sequences whose context sums to kv_first
+    tokens at the first: a slice of an array remembered per (stage, n) where one covers them, else
+    evaluated and remembered. Element j of `Stage.decode_times` depends only on n and its context
+    kv + n * j (the context is its only array feature, evaluated element by element: the same
+    values as `Stage.time`), so a lane's later runs read the array its first run evaluated."""
+    memo = rep._decode_memo.setdefault((s, n), [])
+    for kv0, times in memo:
+        j, rest = divmod(kv_first - kv0, n)
+        if rest == 0 and 0 <= j and j + count <= len(times):
+            return times[j:j + count]
+    times = stage.decode_times(n, float(kv_first), count).tolist()
+    if len(memo) >= MEMO_ARRAYS:
+        memo.pop(0)
+    memo.append((kv_first, times))
+    return times
+
+
+def _steady(rep, lane: int, batch) -> tuple[list[_Lane], float] | None:
+    """The run's lanes and the time it must stop by for lanes it leaves alone, or None if the
+    starting lane's next batch could change, or a lane that is back has work (the loop launches it
+    next, stepping). A lane in flight whose next batch is not a plain decode of its running
+    requests (a prefill in flight, requests waiting to join) is left alone: the run stops before
+    its tokens exist (they may complete requests) and before it is back (then it has work)."""
     if rep.kv.prefix is not None:
         return None
-    lanes = []
+    lanes, stop_at = [], math.inf
     for i, sched in enumerate(rep.schedulers):
-        if sched.waiting or sched.swapped or sched.speculation is not None:
+        if sched.swapped or sched.speculation is not None:
             return None
         running = sched.running
         if i == lane:
-            if len(batch.decodes) != len(running) or batch.spec_tokens or batch.swaps:
+            if sched.waiting or len(batch.decodes) != len(running) or batch.spec_tokens or batch.swaps:
                 return None
             lanes.append(_Lane(i, batch.decodes, 1, None))
             continue
         flight = rep._flight[i] if rep._lane_busy[i] else None
         if flight is None:
-            if running:                  # back with work: the loop launches it next, stepping
+            if running or sched.waiting:
                 return None
             continue
-        if flight.done:                  # its tokens are out, its return is still to come
-            if not all(r.in_decode for r in running):
-                return None
+        if sched.waiting or not _decodes_next(flight, running):
+            stop_at = min(stop_at, flight.back if flight.done else flight.tokens_at)
+        elif flight.done:                # its tokens are out, its return is still to come
             lanes.append(_Lane(i, list(running), 0, flight.back))
-        elif flight.decodes is None or len(flight.decodes) != len(running):
-            return None
         else:
             lanes.append(_Lane(i, flight.decodes, flight.rounds, flight.back))
-    return lanes
+    return lanes, stop_at
+
+
+def _decodes_next(flight: Flight, running: list) -> bool:
+    """Whether a lane in flight decodes all its running requests next (as far as known now)."""
+    if flight.done:
+        return all(r.in_decode for r in running)
+    return flight.decodes is not None and len(flight.decodes) == len(running)
 
 
 def coalesced_run(rep, lane: int, batch) -> None:
     """Launch `batch` (decode-only, just scheduled on `lane`) and, while nothing can change, the
     launches that follow it; see the module docstring."""
-    lanes = _steady(rep, lane, batch)
-    if lanes is None:
+    steady = _steady(rep, lane, batch)
+    if steady is None:
         rep._schedule_micro_batch(lane, batch)
         return
-    cap_by_arrival = any(s.admits_new_arrivals() or not s.running for s in rep.schedulers)
-    next_arrival = rep.arrivals.next_time() if cap_by_arrival else math.inf
-    stop_at = next_arrival
+    lanes, stop_at = steady
+    if any(s.admits_new_arrivals() or not s.running for s in rep.schedulers):
+        stop_at = min(stop_at, rep.arrivals.next_time())
     for lp in lanes:
         first = 0 if lp.index == lane else 1
         if first and lp.rem <= 0 and not rep._flight[lp.index].done:
             stop_at = min(stop_at, rep._flight[lp.index].tokens_at)   # in flight, completing
         rounds = min(max(lp.rem, 0), MAX_ROUNDS)     # (an array of a round per entry: cheap)
         if first <= rounds:
-            lp.prepare(rep.stages, rounds, first, rep.kv.block_size)
-    rep._sends_due = {}
-    _plan(rep, lanes, lane, stop_at)
-    rep.account_sends()
+            lp.prepare(rep, rounds, first)
+    books = Books(rep)
+    _plan(rep, books, lanes, lane, stop_at)
+    books.close(lanes)
     _hand_back(rep, lanes)
 
 
-def _plan(rep, lanes: list[_Lane], lane: int, stop_at: float) -> None:
+def _plan(rep, books: "Books", lanes: list[_Lane], lane: int, stop_at: float) -> None:
     """Launch rounds as PipelineLoop.run_pipeline would, until a stop condition of the module
     docstring."""
-    n_lanes = len(rep.schedulers)
+    n_lanes, kv, free = len(rep.schedulers), rep.kv, rep._stage_free_at
     by_index = {lp.index: lp for lp in lanes}
     starter = by_index[lane]
     t = rep.env.now
-    _launch(rep, starter, t)
+    books.launch(starter, t)
     if starter.rem <= 0:
         stop_at = min(stop_at, starter.times[-1])
     while True:
-        t = max(t, rep._stage_free_at[0])
+        if free[0] > t:
+            t = free[0]
         lp = _pick(rep, by_index, n_lanes, t)
         while lp is None:                # the loop sleeps until the next return
             backs = [x.back for x in lanes if x.back is not None and x.back > t]
@@ -151,16 +196,16 @@ def _plan(rep, lanes: list[_Lane], lane: int, stop_at: float) -> None:
         if t >= stop_at or not lp.can_launch():
             return
         need = lp.cum[a] - lp.cum[a - 1]
-        if not rep.kv.can_grow(need):
+        if not kv.can_grow(need):
             return
         _returns(rep, lanes, t)
-        rep.kv.allocate(need)
+        kv.allocate(need)
         if rep.inflight == 0:
             rep._active_since = t
         rep.inflight += 1
         rep._next_lane = (lp.index + 1) % n_lanes
         rep._launched += 1
-        _launch(rep, lp, t)
+        books.launch(lp, t)
         if a >= lp.rem:
             stop_at = min(stop_at, lp.times[-1])
 
@@ -174,11 +219,60 @@ def _pick(rep, by_index: dict, n_lanes: int, t: float) -> _Lane | None:
     return None
 
 
-def _launch(rep, lp: _Lane, t: float) -> None:
-    tokens_at, lp.back = rep._launch(lp.stats, t, [d[lp.launched] for d in lp.durs])
-    lp.original_back = False
-    lp.times.append(tokens_at)
-    lp.launched += 1
+class Books:
+    """PipelineLoop._launch of a coalesced run's decode rounds, bit for bit: the same recurrence
+    over the stage free times and the same float sums in the same order (host, waiting for output,
+    send seconds), with each lane's stage times, send times and host seconds looked up. Where no
+    timeline is recorded, the stages' busy time and charges and the sends' bytes are booked in bulk
+    when the run ends (`close`): busy time is summed exactly (Stage.busy_s), charges and bytes
+    are whole-number counts."""
+
+    def __init__(self, rep):
+        self.rep, self.host, self.stages = rep, rep.host, rep.stages
+        self.runtime = rep.host.runtime
+        self.timeline = rep.timeline if rep.timeline.enabled else None
+
+    def launch(self, lp: _Lane, t: float) -> None:
+        rep, host, tl = self.rep, self.host, self.timeline
+        j, n = lp.launched, lp.n
+        exposed = 0.0
+        if self.runtime is not None:
+            exposed = host.exposed_of(lp.host, t)
+            host.book(0, t, exposed)
+        ready = end = t + exposed
+        free, wait, p2p = rep._stage_free_at, rep.wait_output_s, rep.p2p_s
+        for s, durs in enumerate(lp.durs):
+            f = free[s]
+            start = ready if ready > f else f
+            if s:
+                wait[s - 1] += start - ready
+            d = durs[j]
+            end = start + d
+            free[s] = end
+            if s == 0:
+                host.gpu_step(end, d)
+            x = lp.sends[s]
+            p2p[s] += x
+            if tl is not None:
+                tl.iteration(rep, s, start, end, 1, 0, n, self.stages[s].account((n, n), d))
+                tl.transfer(rep, s, end, end + x, lp.nbytes[s] * len(rep._routes[s]))
+            ready = end + x
+        rep.iterations += 1
+        lp.original_back = False
+        lp.times.append(end)
+        lp.back = ready
+        lp.launched += 1
+
+    def close(self, lanes: list[_Lane]) -> None:
+        """The bulk bookings of the run's launches (see the class docstring)."""
+        rep = self.rep
+        for lp in lanes:
+            if not lp.launched:
+                continue
+            for s, stage in enumerate(self.stages):
+                if self.timeline is None:
+                    stage.account((lp.n, lp.n), np.array(lp.durs[s][:lp.launched]))
+                rep._account_send(s, lp.nbytes[s], lp.launched)
 
 
 def _returns(rep, lanes: list[_Lane], t: float) -> None:
