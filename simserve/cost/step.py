@@ -79,35 +79,54 @@ class StepCost:
     def context_time_of(self, x: list):
         """time_of of features whose context (decode_kv_tokens) is an array of decode steps, with
         the same operations in the same order, elementwise; a float when no operator reads the
-        context. A run costs its count of numpy calls, not its length, so the terms are summed by
-        one `np.add.accumulate` down the rows of a (terms, steps) array: accumulate is the running
-        sum by definition (row i is row i - 1 plus term i), the same additions as time_of's. A
-        context operator gated off adds a row of +0.0, which changes no sum (none is -0.0)."""
-        total, segments = self._shape_plan(x)
-        template, rows = self._run_rows(x, total, segments)
+        context. A short run costs its count of numpy calls, not its length, so its terms are
+        summed by one `np.add.accumulate` down the rows of a (terms, steps) array: accumulate is
+        the running sum by definition (row i is row i - 1 plus term i), the same additions as
+        time_of's, and a context operator gated off adds a row of +0.0, which changes no sum (none
+        is -0.0). Accumulating walks each column, so a long run adds its terms row by row."""
+        steps = len(x[_DECODE_KV])
+        total, segments, rows, buffer = self._run_rows(x)
         if rows is None:                       # no context operator: time_of
             return self.time_of(x)
-        terms = np.empty((len(template), len(x[_DECODE_KV])))
-        terms[...] = template
+        if steps > _ACCUMULATE_STEPS:
+            return self._rowwise(x, total, segments)
+        terms = buffer[:, :steps]              # the shape's constant rows, kept between runs
         for (op, _), row in zip(segments, rows):
             gate, weight, overhead, comp, mem, scale = op
             if x[gate] > 0:
-                terms[row] = _op_times(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
+                _op_times(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0, terms[row])
+            else:
+                terms[row] = 0.0
         return np.add.accumulate(terms, axis=0)[-1]
 
-    def _run_rows(self, x: list, prefix: float, segments: tuple) -> tuple:
-        """(the rows of context_time_of's sum as a column: the prefix, then per context operator
-        a placeholder 0.0 and the terms that follow it; the placeholders' rows), per batch shape."""
+    def _rowwise(self, x: list, total: float, segments: tuple) -> np.ndarray:
+        """context_time_of's sum term by term, in place on an array of its own."""
+        out = np.full(len(x[_DECODE_KV]), total)
+        for op, tail in segments:
+            gate, weight, overhead, comp, mem, scale = op
+            if x[gate] > 0:
+                out += _op_times(weight, overhead, comp, mem, x, scale(x) if scale is not None else 1.0)
+            for t in tail:
+                out += t
+        return out
+
+    def _run_rows(self, x: list) -> tuple:
+        """(prefix, segments) of _shape_plan, the rows of the context operators in context_time_of's
+        sum (None: there are none) and a (rows, _ACCUMULATE_STEPS) array holding the other rows
+        (the prefix, then per context operator a placeholder and the terms that follow it), per
+        batch shape."""
         key = (x[0], x[1], x[2], x[3], x[7])
         found = self._run_memo.get(key)
         if found is None:
+            prefix, segments = self._shape_plan(x)
             column, rows = [prefix], []
             for _, tail in segments:
                 rows.append(len(column))
                 column += [0.0, *tail]
             if len(self._run_memo) >= _MEMO_SHAPES:
                 self._run_memo.clear()
-            found = self._run_memo[key] = (np.array(column)[:, None], tuple(rows) or None)
+            buffer = np.repeat(np.array(column)[:, None], _ACCUMULATE_STEPS, axis=1)
+            found = self._run_memo[key] = (prefix, segments, tuple(rows) or None, buffer)
         return found
 
     def _shape_plan(self, x: list) -> tuple:
@@ -170,23 +189,23 @@ def _op_time(weight: float, overhead: float, comp, mem, x: list, scale=1.0):
     return weight * (((c if c > m else m) + overhead) * scale)
 
 
-def _op_times(weight: float, overhead: float, comp, mem, x: list, scale=1.0):
+def _op_times(weight: float, overhead: float, comp, mem, x: list, scale=1.0, out=None):
     """_op_time where a feature or the scale is an array (a decode run's context): the same IEEE
-    operations on each element, computed in place on arrays made here. The running sums start
-    from their first term rather than 0.0 + it: coefficients and features are non-negative, so no
-    term is -0.0, the one value 0.0 + y changes."""
+    operations on each element, computed in place on arrays made here (the result into `out`
+    when given). The running sums start from their first term rather than 0.0 + it: coefficients
+    and features are non-negative, so no term is -0.0, the one value 0.0 + y changes."""
     c = _linear(comp, x)
     m = _linear(mem, x)
     if not isinstance(c, np.ndarray) and not isinstance(m, np.ndarray):
-        return _op_time(weight, overhead, comp, mem, x, scale)
-    if isinstance(c, np.ndarray):
-        out = np.maximum(c, m, out=c)
-    else:
-        out = np.maximum(m, c, out=m)  # max is symmetric (no NaN here)
-    out += overhead
-    out *= scale
-    out *= weight                      # weight * y == y * weight
-    return out
+        t = _op_time(weight, overhead, comp, mem, x, scale)
+        if out is None:
+            return t
+        out[...] = t
+        return out
+    y = np.maximum(c, m, out=c) if isinstance(c, np.ndarray) else np.maximum(m, c, out=m)  # symmetric
+    y += overhead
+    y *= scale
+    return np.multiply(y, weight, out=y if out is None else out)   # weight * y == y * weight
 
 
 def _linear(terms, x: list):
@@ -225,6 +244,9 @@ _CONST, _TOKENS, _DECODE_TOKENS, _LOGITS, _DECODE_KV = (
 _CONTEXT = frozenset(FEATURE_INDEX[f] for f in ("prefill_attn_pairs", "prefill_kv_tokens", "decode_kv_tokens"))
 assert FEATURES.index("logits_tokens") == 7 and set(range(len(FEATURES))) - _CONTEXT == {0, 1, 2, 3, 7}
 _MEMO_SHAPES = 1 << 15     # batch shapes remembered (a few hundred bytes each)
+# decode steps up to which a run's terms are summed by one accumulate (measured here: 14 terms of
+# 15 steps 1.2 us vs 17 us row by row; of 200 steps 31 us vs 14 us)
+_ACCUMULATE_STEPS = 64
 
 
 class GemmRho:
