@@ -39,6 +39,9 @@ profiles costs) with simserve's whole `simulate`.
 
     python experiments/vidur_ratio.py --vidur-python /work/venv-vidur/bin/python --requests 2000 19366
 
+experiments/results/vidur_ratio/ratio.csv holds two invocations: the first (simserve main
+2d38a7a, cold cache) and `--keep-cache --append` on main 97e2f11 (while the test suite ran).
+
 Needs Vidur only in the venv given (`pip install vidur==0.0.26`); nothing in simserve or its tests
 imports this script. Writes experiments/results/vidur_ratio/ratio.csv (and the work files under
 --work).
@@ -306,6 +309,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/vidur_ratio")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--keep-cache", action="store_true", help="skip the cold run (cache already trained)")
+    parser.add_argument("--append", action="store_true", help="add the rows to --out instead of replacing it")
     args = parser.parse_args()
     if any(n < 1 or n > TRACE_ROWS for n in args.requests):
         fail(f"--requests: each must be 1..{TRACE_ROWS}")
@@ -314,10 +318,16 @@ def main() -> None:
     (Path(args.work) / "out").mkdir(parents=True, exist_ok=True)
     profiles = write_profiles(Path(args.work) / "profiles")
     cold = None if args.keep_cache else cold_setup(args, profiles)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
     rows = [dict(compare(args, profiles, n), vidur_setup_cold_s=None if cold is None else round(cold, 1),
-                 vidur_version=VIDUR_VERSION) for n in args.requests]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    _write_csv(Path(args.out), rows)
+                 vidur_version=VIDUR_VERSION, simserve_commit=commit) for n in args.requests]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and out.exists():
+        with open(out, newline="") as f:
+            rows = list(csv.DictReader(f)) + rows
+    _write_csv(out, rows)
     for r in rows:
         print(f"{r['requests']} requests: simserve {r['simserve_cpu_s']:.2f} s CPU, Vidur {r['vidur_cpu_s']:.2f} s "
               f"(setup {r['vidur_setup_warm_s']:.2f}, loop {r['vidur_loop_s']:.2f}, output {r['vidur_output_s']:.2f}); "
