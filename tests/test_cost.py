@@ -105,3 +105,16 @@ def test_tensor_parallel_shards_weights():
     one = weights_bytes(L70B, Shard(tp=1), Precision())
     eight = weights_bytes(L70B, Shard(tp=8), Precision())
     assert eight == pytest.approx(one / 8, rel=1e-3)   # norms (2 x hidden per layer) are replicated
+
+
+def test_batch_stats_init_takes_exactly_its_fields():
+    """BatchStats writes its fields in a hand-written __init__ (speed): same names, order and defaults."""
+    import dataclasses
+    import inspect
+    params = list(inspect.signature(BatchStats.__init__).parameters.values())[1:]
+    fields = dataclasses.fields(BatchStats)
+    assert [(p.name, p.default) for p in params] == [(f.name, f.default) for f in fields]
+    b = BatchStats(1, 2, 3.0, 4.0, 5.0, 6)
+    assert dataclasses.replace(b, decode_tokens=7) == BatchStats(1, 7, 3.0, 4.0, 5.0, 6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        b.decode_tokens = 3
