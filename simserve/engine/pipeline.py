@@ -42,8 +42,8 @@ class PipelineLoop:
         self._stage_free_at = [0.0] * n_stages        # closed-form pipeline: when each stage frees
         self._routes: dict[int, list] = {}
         self._send_memo: dict[tuple[int, float], float] = {}
-        # engine/pipeline_run: decode-round stage times per (stage, sequences): (first context, times)
-        self._decode_memo: dict[tuple[int, int], list[tuple[int, list[float]]]] = {}
+        # engine/pipeline_run: decode-round times per sequence count: (first context, per-stage times)
+        self._decode_memo: dict[int, list[tuple[int, list[list[float]]]]] = {}
         self._flight: list[Flight | None] = [None] * len(self.schedulers)   # closed form: each lane's last launch
         self._epoch = [0] * len(self.schedulers)
 

@@ -63,7 +63,9 @@ class _Lane:
         self.original_back = back is not None    # ... and it is an event scheduled before the run
         self.voided = False              # that event was handled here
         self.first = 1                   # first round launched here (0 for the starting lane)
-        self.durs: list[list[float]] = []   # per stage, times of rounds first, first + 1, ...
+        self.durs: list[list[float]] = []   # per stage, times of rounds from `off - first` on
+        self.off = 0                     # durs[s][off + j]: stage s's time of round first + j
+        self.rounds = 0                  # rounds precomputed (the last that may launch)
         self.cum: list[int] = [0]        # cum[a]: KV blocks rounds 1..a need beyond those held
         self.times: list[float] = []     # token times of the rounds launched here
         self.launched = 0
@@ -72,16 +74,10 @@ class _Lane:
         self.host = 0.0                  # host seconds of a launch (with a runtime)
 
     def prepare(self, rep, rounds: int, first: int) -> None:
-        """Stage times of rounds first..rounds (the values Stage.time gives), their KV growth, the
-        lane's send times and bytes per stage and its host seconds per launch."""
-        self.first = first
-        kv_first = int(self.p.sum()) + self.n * first
-        self.durs = [_decode_times(rep, s, st, self.n, kv_first, rounds - first + 1)
-                     for s, st in enumerate(rep.stages)]
-        if rounds > 0:
-            tokens = self.p[:, None] + np.arange(1, rounds + 1)[None, :]
-            grown = np.maximum(-(-tokens // rep.kv.block_size) - self.held[:, None], 0)
-            self.cum = [0] + grown.sum(axis=0).tolist()
+        """Stage times of rounds first..rounds (the values Stage.time gives), the lane's send times
+        and bytes per stage and its host seconds per launch."""
+        self.first, self.rounds = first, rounds
+        self.durs, self.off = _decode_times(rep, self.n, int(self.p.sum()) + self.n * first, rounds - first + 1)
         last = len(rep.stages) - 1
         self.nbytes = [self.stats.tokens * rep.p2p_bytes_per_token] * last + [self.stats.logits_tokens * rep.token_id_bytes]
         self.sends = [rep._send_duration(s, nbytes) for s, nbytes in enumerate(self.nbytes)]
@@ -89,25 +85,37 @@ class _Lane:
         self.host = host_s(runtime, self.stats) if runtime is not None else 0.0
 
     def can_launch(self) -> bool:
-        return self.launched < (len(self.durs[0]) if self.durs else 0)
+        return self.first + self.launched <= self.rounds and bool(self.durs)
+
+    def need(self, a: int, block_size: int) -> int:
+        """KV blocks round a >= 1 allocates, evaluated for rounds in growing chunks (a run
+        launches a few rounds per lane, a lane may have hundreds left)."""
+        cum = self.cum
+        if a >= len(cum):
+            lo, hi = len(cum), min(self.rounds, max(a, 2 * len(cum) + 8))
+            tokens = self.p[:, None] + np.arange(lo, hi + 1)[None, :]
+            grown = np.maximum(-(-tokens // block_size) - self.held[:, None], 0).sum(axis=0).tolist()
+            cum.extend(grown)        # (the held blocks cover round 0: cum[0] is 0, as grown at 0 is)
+        return cum[a] - cum[a - 1]
 
 
-def _decode_times(rep, s: int, stage, n: int, kv_first: int, count: int) -> list[float]:
-    """Stage s's times of `count` decode rounds of n sequences whose context sums to kv_first
-    tokens at the first: a slice of an array remembered per (stage, n) where one covers them, else
-    evaluated and remembered. Element j of `Stage.decode_times` depends only on n and its context
-    kv + n * j (the context is its only array feature, evaluated element by element: the same
-    values as `Stage.time`), so a lane's later runs read the array its first run evaluated."""
-    memo = rep._decode_memo.setdefault((s, n), [])
+def _decode_times(rep, n: int, kv_first: int, count: int) -> tuple[list[list[float]], int]:
+    """Every stage's times of `count` decode rounds of n sequences whose context sums to kv_first
+    tokens at the first, as (per-stage arrays, offset of the first round): arrays remembered per
+    n where they cover them, else evaluated and remembered. Element j of `Stage.decode_times`
+    depends only on n and its context kv + n * j (the context is its only array feature,
+    evaluated element by element: the same values as `Stage.time`), so a lane's later runs read
+    the arrays its first run evaluated."""
+    memo = rep._decode_memo.setdefault(n, [])
     for kv0, times in memo:
         j, rest = divmod(kv_first - kv0, n)
-        if rest == 0 and 0 <= j and j + count <= len(times):
-            return times[j:j + count]
-    times = stage.decode_times(n, float(kv_first), count).tolist()
+        if rest == 0 and 0 <= j and j + count <= len(times[0]):
+            return times, j
+    times = [st.decode_times(n, float(kv_first), count).tolist() for st in rep.stages]
     if len(memo) >= MEMO_ARRAYS:
         memo.pop(0)
     memo.append((kv_first, times))
-    return times
+    return times, 0
 
 
 def _steady(rep, lane: int, batch) -> tuple[list[_Lane], float] | None:
@@ -175,9 +183,11 @@ def coalesced_run(rep, lane: int, batch) -> None:
 def _plan(rep, books: "Books", lanes: list[_Lane], lane: int, stop_at: float) -> None:
     """Launch rounds as PipelineLoop.run_pipeline would, until a stop condition of the module
     docstring."""
-    n_lanes, kv, free = len(rep.schedulers), rep.kv, rep._stage_free_at
-    by_index = {lp.index: lp for lp in lanes}
-    starter = by_index[lane]
+    n_lanes, kv, free, bs = len(rep.schedulers), rep.kv, rep._stage_free_at, rep.kv.block_size
+    slots: list[_Lane | None] = [None] * n_lanes
+    for lp in lanes:
+        slots[lp.index] = lp
+    starter = slots[lane]
     t = rep.env.now
     books.launch(starter, t)
     if starter.rem <= 0:
@@ -185,21 +195,22 @@ def _plan(rep, books: "Books", lanes: list[_Lane], lane: int, stop_at: float) ->
     while True:
         if free[0] > t:
             t = free[0]
-        lp = _pick(rep, by_index, n_lanes, t)
+        lp = _pick(rep._next_lane, slots, t)
         while lp is None:                # the loop sleeps until the next return
             backs = [x.back for x in lanes if x.back is not None and x.back > t]
             if not backs:
                 return
             t = min(backs)
-            lp = _pick(rep, by_index, n_lanes, t)
-        a = lp.first + lp.launched       # the round it would launch
+            lp = _pick(rep._next_lane, slots, t)
         if t >= stop_at or not lp.can_launch():
             return
-        need = lp.cum[a] - lp.cum[a - 1]
-        if not kv.can_grow(need):
+        a = lp.first + lp.launched       # the round it launches
+        need = lp.need(a, bs)
+        if need and not kv.can_grow(need):
             return
         _returns(rep, lanes, t)
-        kv.allocate(need)
+        if need:
+            kv.allocate(need)
         if rep.inflight == 0:
             rep._active_since = t
         rep.inflight += 1
@@ -210,10 +221,11 @@ def _plan(rep, books: "Books", lanes: list[_Lane], lane: int, stop_at: float) ->
             stop_at = min(stop_at, lp.times[-1])
 
 
-def _pick(rep, by_index: dict, n_lanes: int, t: float) -> _Lane | None:
+def _pick(next_lane: int, slots: list, t: float) -> _Lane | None:
     """PipelineLoop._next_micro_batch's choice at t: round robin over lanes back, with work."""
+    n_lanes = len(slots)
     for i in range(n_lanes):
-        lp = by_index.get((rep._next_lane + i) % n_lanes)
+        lp = slots[(next_lane + i) % n_lanes]
         if lp is not None and lp.n and (lp.back is None or lp.back <= t):
             return lp
     return None
@@ -234,7 +246,7 @@ class Books:
 
     def launch(self, lp: _Lane, t: float) -> None:
         rep, host, tl = self.rep, self.host, self.timeline
-        j, n = lp.launched, lp.n
+        j, n = lp.off + lp.launched, lp.n
         exposed = 0.0
         if self.runtime is not None:
             exposed = host.exposed_of(lp.host, t)
@@ -264,20 +276,28 @@ class Books:
         lp.launched += 1
 
     def close(self, lanes: list[_Lane]) -> None:
-        """The bulk bookings of the run's launches (see the class docstring)."""
-        rep = self.rep
-        for lp in lanes:
-            if not lp.launched:
-                continue
-            for s, stage in enumerate(self.stages):
-                if self.timeline is None:
-                    stage.account((lp.n, lp.n), np.array(lp.durs[s][:lp.launched]))
-                rep._account_send(s, lp.nbytes[s], lp.launched)
+        """The bulk bookings of the run's launches (see the class docstring), one per stage and
+        sequence count."""
+        done = [lp for lp in lanes if lp.launched]
+        for s, stage in enumerate(self.stages):
+            times: dict[int, list[float]] = {}
+            sends: dict[float, int] = {}
+            for lp in done:
+                times.setdefault(lp.n, []).extend(lp.durs[s][lp.off:lp.off + lp.launched])
+                sends[lp.nbytes[s]] = sends.get(lp.nbytes[s], 0) + lp.launched
+            if self.timeline is None:
+                for n, durations in times.items():
+                    stage.account((n, n), np.array(durations))
+            for nbytes, count in sends.items():
+                self.rep._account_send(s, nbytes, count)
 
 
 def _returns(rep, lanes: list[_Lane], t: float) -> None:
     """PipelineLoop._lane_done of every return at or before t, in time order."""
-    for lp in sorted((x for x in lanes if x.back is not None and x.back <= t), key=lambda x: x.back):
+    due = [x for x in lanes if x.back is not None and x.back <= t]
+    if len(due) > 1:
+        due.sort(key=lambda x: x.back)
+    for lp in due:
         rep.inflight -= 1
         if rep.inflight == 0:
             rep.active_s += lp.back - rep._active_since
