@@ -173,10 +173,10 @@ class Replica(PipelineLoop):
         env, sched, stage = self.env, self.scheduler, self.stages[0]
         bs = sched.kv.block_size
         n = len(running)
-        prefilled = np.fromiter((r.prefilled for r in running), dtype=np.int64, count=n)
-        held = np.fromiter((r.blocks for r in running), dtype=np.int64, count=n)
+        prefilled = [r.prefilled for r in running]        # lists: kvcache's arithmetic takes either
+        held = [r.blocks for r in running]
         k_max = steps_that_fit(prefilled, held, bs, min(r.osl - r.generated for r in running), sched.kv.free)
-        kv_start = float(prefilled.sum() + n)
+        kv_start = float(sum(prefilled) + n)
         cap_by_arrival = sched.admits_new_arrivals()
         next_arrival = self.arrivals.next_time() if cap_by_arrival else math.inf
         # (every step to k_max is evaluated, an array entry each: cheaper than a call to bound k)

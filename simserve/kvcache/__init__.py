@@ -11,19 +11,37 @@ def blocks_for(tokens: int, block_size: int) -> int:
     return -(-tokens // block_size)
 
 
-def extra_blocks(prefilled: np.ndarray, held: np.ndarray, block_size: int, steps: int) -> int:
-    """Blocks sequences with `prefilled` tokens holding `held` blocks need beyond those, after
-    `steps` more decode steps. Called twice per coalesced decode run on a handful of sequences, so
-    written as few in-place numpy calls: ceil(a / b) as (a + b - 1) // b, exact on integers."""
-    need = prefilled + (steps + block_size - 1)
-    need //= block_size
-    need -= held
-    return int(np.maximum(need, 0, out=need).sum())
+# sequences up to which a decode run's block arithmetic runs in plain Python (measured here:
+# 10 sequences 6 us vs 30 us through numpy, 100 37 vs 46, 256 86 vs 73)
+PYTHON_MAX_SEQS = 128
 
 
-def steps_that_fit(prefilled: np.ndarray, held: np.ndarray, block_size: int, k_max: int, free: int) -> int:
+def _as_arrays(prefilled, held):
+    """The sequences as int64 arrays where numpy is the faster (many of them), else as given."""
+    if len(prefilled) > PYTHON_MAX_SEQS and not isinstance(prefilled, np.ndarray):
+        return np.array(prefilled, dtype=np.int64), np.array(held, dtype=np.int64)
+    return prefilled, held
+
+
+def extra_blocks(prefilled, held, block_size: int, steps: int) -> int:
+    """Blocks sequences with `prefilled` tokens holding `held` blocks (lists or int arrays) need
+    beyond those, after `steps` more decode steps. Called twice per coalesced decode run, so
+    written as few operations as possible: ceil(a / b) as (a + b - 1) // b, exact on integers;
+    a few sequences in plain Python, many in place in numpy."""
+    prefilled, held = _as_arrays(prefilled, held)
+    if isinstance(prefilled, np.ndarray):
+        need = prefilled + (steps + block_size - 1)
+        need //= block_size
+        need -= held
+        return int(np.maximum(need, 0, out=need).sum())
+    c = steps + block_size - 1
+    return sum([t for p, h in zip(prefilled, held) if (t := (p + c) // block_size - h) > 0])
+
+
+def steps_that_fit(prefilled, held, block_size: int, k_max: int, free: int) -> int:
     """The most decode steps (at most k_max, at least 1) whose KV growth fits in `free` blocks
     (growth is monotone in the step count: bisection)."""
+    prefilled, held = _as_arrays(prefilled, held)
     if extra_blocks(prefilled, held, block_size, k_max) <= free:
         return k_max
     lo, hi = 1, k_max
