@@ -176,16 +176,15 @@ class StepCost:
 
 
 def _op_time(weight: float, overhead: float, comp, mem, x: list, scale=1.0):
-    """weight * ((max(compute, memory) + overhead) * scale) of one operator; features and scale may
-    be scalars or arrays (a decode-attention correction depends on the context)."""
+    """weight * ((max(compute, memory) + overhead) * scale) of one operator whose features read are
+    scalars (the scale may be an array: a decode-attention correction of a run's contexts);
+    _op_times evaluates one that reads an array."""
     c = 0.0
     for f, coef in comp:
         c += coef * x[f]
     m = 0.0
     for f, coef in mem:
         m += coef * x[f]
-    if isinstance(c, np.ndarray) or isinstance(m, np.ndarray):
-        return weight * ((np.maximum(c, m) + overhead) * scale)
     return weight * (((c if c > m else m) + overhead) * scale)
 
 
