@@ -173,9 +173,9 @@ def test_rate_search_finds_the_boundary_of_a_monotone_oracle():
                 latency = 0.5 if k <= boundary else 1.0 + 0.1 * (k - boundary)
                 s.record(k, {"status": "ok", "ttft_p99_s": latency}, {"ttft_p99": 1.0})
             assert s.verdict == "ok" and s.lo == boundary and s.hi == boundary + 1
-            # down in `down` steps up to a jump below the start, then doubling the distance, or
+            # down in `down` steps up to two jumps below the start, then doubling the distance, or
             # up in jumps: at most 2 + jump / down + log2(grid) + the grid / jump, then bisection
-            assert len(s.ok) <= (2 + math.ceil(s.jump / s.down) + math.ceil(math.log2(grid.top))
+            assert len(s.ok) <= (2 + math.ceil(2 * s.jump / s.down) + math.ceil(math.log2(grid.top))
                                  + math.ceil(grid.top / s.jump) + math.ceil(math.log2(grid.top)))
 
 
@@ -184,9 +184,9 @@ def test_a_layout_failing_at_every_rate_is_infeasible_once_the_lowest_rate_fails
     s = RateSearch(grid, 40, grid.steps_for(2.0), grid.steps_for(4 / 3))
     while (k := s.propose()) is not None:          # 3 s whatever the rate: lower rates cannot help
         s.record(k, {"status": "ok", "ttft_p99_s": 3.0 + k / 1000}, {"ttft_p99": 1.0})
-    # what an exhaustive scan says: k = 0 fails. Down by 3 while under a jump (7) below the start
-    # (40, 37, 34, 31), then doubling the distance from it (22: 18 below, 4: 36 below), then 0
-    assert s.verdict == "infeasible" and sorted(s.ok) == [0, 4, 22, 31, 34, 37, 40]
+    # what an exhaustive scan says: k = 0 fails. Down by 3 while under two jumps (14) below the
+    # start (40, 37, ..., 25), then doubling the distance from it (10: 30 below), then 0
+    assert s.verdict == "infeasible" and sorted(s.ok) == [0, 10, 25, 28, 31, 34, 37, 40]
     assert s.binding() == ("ttft_p99", 3.0, 1.0, 0)
 
 
