@@ -13,6 +13,8 @@ share the links exactly as in `exact`, so `fast` equals `exact`.
 """
 from __future__ import annotations
 
+import math
+
 from simserve.network.fluid import idle_phase_s, phase_state
 
 
@@ -31,6 +33,20 @@ class Replay:
     def collective_start_s(self, k: int) -> float:
         """When the k-th collective of the pattern starts."""
         return self.start_s + k * self.period_s + self.lead_s
+
+    def quiet_until(self, now: float) -> float:
+        """When the pattern next moves bytes, seen at `now`: the start of the next collective when
+        `now` is in a compute slice before it, never (inf) in the tail or after the end, `now`
+        itself when a collective is under way (materialise's arithmetic)."""
+        if now >= self.end_s:
+            return math.inf
+        offset = now - self.start_s
+        done = min(int(offset // self.period_s), self.count) if self.period_s > 0 else 0
+        if done == self.count:
+            return math.inf
+        if offset - done * self.period_s - self.lead_s < 0:
+            return self.collective_start_s(done)
+        return now
 
     def release(self) -> None:
         self.network.release(self, self.program.links)

@@ -41,6 +41,7 @@ class PipelineLoop:
         self._turn_waiters: list[dict[int, simpy.Event]] = [{} for _ in range(n_stages)]
         self._stage_free_at = [0.0] * n_stages        # closed-form pipeline: when each stage frees
         self._routes: dict[int, list] = {}
+        self._links: dict[int, tuple[frozenset, bool]] = {}
         self._send_memo: dict[tuple[int, float], float] = {}
         # engine/pipeline_run: decode-round times per sequence count: (first context, per-stage times)
         self._decode_memo: dict[int, list[tuple[int, list[list[float]]]]] = {}
@@ -213,38 +214,44 @@ class PipelineLoop:
             if s == 0:
                 self._wakeup()                # the first stage is free for the next micro-batch
             if s < last:
-                yield from self._send(s, stage.gpus, self.stages[s + 1].gpus, stats.tokens * self.p2p_bytes_per_token)
+                yield from self._send(s, stats.tokens * self.p2p_bytes_per_token)
         self.iterations += 1
         self._finish(batch, env.now)          # tokens exist once the last stage has sampled them
-        yield from self._send(last, self.stages[-1].gpus, self.stages[0].gpus,
-                              stats.logits_tokens * self.token_id_bytes)
+        yield from self._send(last, stats.logits_tokens * self.token_id_bytes)
         self._lane_done(lane)
 
-    def _send(self, stage: int, src_gpus, dst_gpus, nbytes: float):
-        """Rank i of one stage sends to rank i of the next, all ranks at once (vLLM's PP send).
+    def _send(self, stage: int, nbytes: float):
+        """Rank i of one stage sends to rank i of the next (the last stage's to the first), all
+        ranks at once (vLLM's PP send).
 
-        In `fast`, flows whose links are idle and not shared with each other take their idle-network
-        time (path latency + bytes / slowest link) as one timeout and reserve their links, as
-        replayed collectives do; anything else is played as flows."""
+        In `fast`, flows whose links are not shared with each other take their idle-network time
+        (path latency + bytes / slowest link, memoised per size) as one timeout and reserve their
+        links when nothing else moves bytes on those links until they are done
+        (`Network.quiet`: no flow, no reservation, and any replayed collective holding one is in a
+        compute slice that lasts beyond; then they share bandwidth with nothing, as in `exact`);
+        anything else is played as flows."""
         network = self.network
-        items, links_used = [], set()
-        disjoint = True
-        for a, b in zip(src_gpus, dst_gpus):
-            links, latency_s = network.route(a, b)
-            items.append((links, nbytes, latency_s))
-            if links_used.intersection(links):
-                disjoint = False
-            links_used.update(links)
+        duration = self._send_duration(stage, nbytes)
+        links_used, disjoint = self._send_links(stage)
         start = self.env.now
-        if self.fast_transfers and disjoint and not network.busy(links_used):
-            table = network.topology.links
-            duration = max(lat + (nb / min(table[i].bw_Bps for i in ln) if nb > 0 and ln else 0.0)
-                           for ln, nb, lat in items)
-            for ln, nb, _ in items:
-                network.account(ln, nb, "p2p")
+        if self.fast_transfers and disjoint and network.quiet(links_used, start + duration):
+            self._account_send(stage, nbytes, 1)
             network.reserve(links_used, start + duration)
             yield self.env.timeout(duration)
         else:
-            yield network.transfer_batch(items, "p2p")
+            yield network.transfer_batch([(links, nbytes, latency_s) for links, latency_s, _ in self._routes[stage]],
+                                         "p2p")
         self.p2p_s[stage] += self.env.now - start
-        self.timeline.transfer(self, stage, start, self.env.now, nbytes * len(items))
+        self.timeline.transfer(self, stage, start, self.env.now, nbytes * len(self._routes[stage]))
+
+    def _send_links(self, stage: int) -> tuple[frozenset, bool]:
+        """(links of stage's sends, whether no two ranks' routes share a link), memoised."""
+        found = self._links.get(stage)
+        if found is None:
+            used: set = set()
+            disjoint = True
+            for links, _, _ in self._routes[stage]:
+                disjoint = disjoint and not used.intersection(links)
+                used.update(links)
+            found = self._links[stage] = (frozenset(used), disjoint)
+        return found

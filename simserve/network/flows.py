@@ -115,6 +115,20 @@ class Network:
         held = self._held
         return any(on_link.get(i) or waiting.get(i) or i in held or reserved.get(i, -1.0) > now for i in link_ids)
 
+    def quiet(self, link_ids: Iterable[int], until_s: float) -> bool:
+        """True when nothing moves bytes on these links from now until `until_s`: no flow is on or
+        waiting for one, none is reserved, and every replay holding one is in a compute slice that
+        lasts beyond `until_s` (`Replay.quiet_until`). A transfer on them that ends by then shares
+        bandwidth with nothing (the replay is left alone: it loses nothing to it)."""
+        on_link, waiting, reserved, held, now = self._on_link, self._waiting, self._reserved_until, self._held, self.env.now
+        for i in link_ids:
+            if on_link.get(i) or waiting.get(i) or reserved.get(i, -1.0) > now:
+                return False
+            replay = held.get(i)
+            if replay is not None and replay.quiet_until(now) <= until_s:
+                return False
+        return True
+
     def hold(self, replay, link_ids: Iterable[int]) -> None:
         """A replayed collective occupies these links; traffic that starts on one of them calls
         `replay.materialise()` first, which releases them and continues the collective as flows."""
