@@ -106,6 +106,7 @@ def summarize(world: World) -> Result:
         "workload": world.workload_source,
     })
     summary.update(itl_estimate(gaps))
+    summary.update(world.timeline.dropped())
     summary.update(technique_keys(cfg, replicas))
     summary.update(swap_summary(cfg, replicas))
     if cfg.scheduler.policy == "static":

@@ -49,3 +49,21 @@ def test_run_timeline_window_cli(tmp_path):
     with gzip.open(out / "timeline.csv.gz", "rt") as f:
         tl = pd.read_csv(f)
     assert len(tl) and tl.start_s.min() >= 1 and tl.start_s.max() < 2
+
+
+def test_an_auto_timeline_past_its_row_budget_is_dropped_and_said_so(monkeypatch):
+    """The auto rule's timeline is dropped once it outgrows AUTO_MAX_ROWS (checked as each chunk of
+    CHUNK_ROWS rows is stored: here 8,191, so at the first chunk; 1,500 requests write ~12.6k);
+    nothing else moves, and an asked-for one is kept."""
+    run = ["workload.num_requests=1500"]
+    monkeypatch.setattr(timeline_module, "AUTO_MAX_ROWS", timeline_module.CHUNK_ROWS - 1)
+    dropped = simulate(None, overrides=run)
+    kept = simulate(None, overrides=[*run, "engine.timeline=true"])
+    assert dropped.timeline is None and len(kept.timeline) > timeline_module.CHUNK_ROWS
+    assert "timeline_dropped" not in kept.summary
+    note = dropped.summary["timeline_dropped"]
+    assert note["rows_over"] == timeline_module.CHUNK_ROWS - 1 and note["keep_with"] == "engine.timeline=true"
+    assert kept.timeline.start_s.iloc[0] < note["at_s"] < kept.timeline.start_s.iloc[-1]
+    same = lambda s: {k: v for k, v in s.items() if k not in ("wall_time_s", "timeline_dropped")}
+    assert same(dropped.summary) == same(kept.summary)
+    assert dropped.requests.equals(kept.requests)

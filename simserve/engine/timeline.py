@@ -24,14 +24,22 @@ COLUMNS = ("replica", "stage", "kind", "start_s", "end_s", "steps", "prefill_tok
 # requests x pipeline stages up to which a run records its timeline unless told: the bundled hour
 # (19,366 requests) at pp=1 keeps it; at pp=4 it would hold ~13M rows (~10 GB), so it does not
 AUTO_MAX_REQUESTS = 20_000
+# rows a timeline kept by that rule (not asked for) may reach before it is dropped: the bundled hour
+# at pp=1 writes ~170k rows; a played multi-node pipeline ~900 per request (tp4 x pp2 x dp2 on two
+# DGX H100, 1,000 requests: 0.9M rows, peak RSS 585 MB with the timeline, 118 MB without); 250k rows
+# are ~35 MB of columns, ~3x that while the frame is built
+AUTO_MAX_ROWS = 250_000
 CHUNK_ROWS = 8192
 
 
 class Timeline:
-    def __init__(self, enabled: bool = True, window: tuple[float, float] | None = None):
+    def __init__(self, enabled: bool = True, window: tuple[float, float] | None = None,
+                 max_rows: int | None = None):
         self.rows: list[tuple] = []                  # the latest rows, as tuples
         self._chunks: list[list[np.ndarray]] = []    # earlier rows, CHUNK_ROWS at a time, by column
         self.enabled = enabled
+        self.max_rows = max_rows                     # past it (checked per chunk) it is dropped: auto rule only
+        self.dropped_at_s: float | None = None       # when it was dropped
         self.start_s, self.end_s = window if window is not None else (-math.inf, math.inf)
 
     @classmethod
@@ -43,9 +51,10 @@ class Timeline:
                               f"(got {list(window)})")
         if window is not None and engine.timeline is False:
             raise ConfigError("engine.timeline_window_s records a timeline: drop it or engine.timeline=false")
+        asked = engine.timeline is not None or window is not None
         on = engine.timeline if engine.timeline is not None else (
             window is not None or num_requests * stages <= AUTO_MAX_REQUESTS)
-        return cls(on, tuple(window) if window is not None else None)
+        return cls(on, tuple(window) if window is not None else None, None if asked else AUTO_MAX_ROWS)
 
     def _keep(self, start_s: float) -> bool:
         return self.enabled and self.start_s <= start_s < self.end_s
@@ -80,6 +89,15 @@ class Timeline:
         if len(self.rows) >= CHUNK_ROWS:
             self._chunks.append(_columns(self.rows))
             self.rows = []
+            if self.max_rows is not None and len(self._chunks) * CHUNK_ROWS > self.max_rows:
+                self.enabled, self._chunks, self.dropped_at_s = False, [], row[3]
+
+    def dropped(self) -> dict:
+        """The summary's `timeline_dropped` key when the auto rule's timeline outgrew AUTO_MAX_ROWS."""
+        if self.dropped_at_s is None:
+            return {}
+        return {"timeline_dropped": {"rows_over": self.max_rows, "at_s": self.dropped_at_s,
+                                     "keep_with": "engine.timeline=true"}}
 
     def frame(self) -> pd.DataFrame | None:
         """Rows in time order (a closed-form pipeline records a micro-batch's stages when it starts);
