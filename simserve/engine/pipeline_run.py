@@ -335,14 +335,15 @@ def _emit(rep, reqs: list, times: list[float], flight: Flight) -> None:
         rep.tokens.run(shared, n)
         shared_max = float(shared.max())
     rep.tokens_emitted += k * n
-    first, single = times[0], rep.tokens.single
+    first, log = times[0], rep.tokens
     for req in reqs:
         gap = first - req.last_token_s
-        single.append(gap)
+        log.gap(gap)
         req.itl_max_s = max(req.itl_max_s, gap, shared_max)
         req.prefilled += k
         req.generated += k
         req.last_token_s = end
         if req.generated >= req.osl:
             rep._complete(req, end)
+    log.bound()
     flight.done = True

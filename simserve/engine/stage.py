@@ -65,7 +65,10 @@ class Stage:
         total = durations if single else float(np.sum(durations))
         busy = self.busy
         if len(self.gpus) == 1:
-            busy["compute"].add(durations) if single else busy["compute"].add_array(durations)
+            if single:
+                busy["compute"].add(durations)
+            else:
+                busy["compute"].add_array(durations)
             return total, 0.0, 0.0, 0.0, 0.0
         comm = self.comm_price(*stats_or_tokens)
         ar, ag = comm.seconds["allreduce"], comm.seconds["allgather"]

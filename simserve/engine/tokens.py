@@ -57,7 +57,7 @@ class TokenLog:
         if self._count == 1:
             self.single.append(self._same)
         elif self._count:
-            self.repeat(self._same, self._count)
+            self._repeat(self._same, self._count)
         self._count = 0
 
     def run(self, gaps: np.ndarray, weight: int) -> None:
@@ -67,7 +67,7 @@ class TokenLog:
         self._run_weights.append(weight)
         self.bound()
 
-    def repeat(self, gap: float, count: int) -> None:
+    def _repeat(self, gap: float, count: int) -> None:
         """One gap that `count` sequences had (a decode run's first gap, for those whose previous
         token came at the same time): kept once with its weight."""
         self._run_gaps.append(gap)
