@@ -1,8 +1,9 @@
 """The weighted ITL sample (engine.tokens.ItlSample) a long run keeps equals the expanded one."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from simserve.engine.tokens import ItlSample, itl_sample
+from simserve.engine.tokens import ItlSample, TokenLog, itl_sample
 from simserve.metrics import distribution, vllm_benchmark
 from simserve.simulation import simulate
 from simserve.world import build_world
@@ -47,3 +48,21 @@ def test_a_run_above_the_exact_limit_has_the_same_summary(monkeypatch):
     assert isinstance(weighted.itl_gaps, ItlSample)
     same = lambda s: {k: v for k, v in s.items() if k != "wall_time_s"}
     assert same(weighted.summary) == same(exact.summary)
+
+
+def _entries(log: TokenLog) -> tuple:
+    log._flush()
+    return tuple(log.single), tuple(log._run_gaps), tuple(log._run_ends), tuple(log._run_weights)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.01, 0.02, 0.5]), st.integers(0, 4)), max_size=12))
+def test_gaps_logs_the_entries_of_as_many_gap_calls(groups):
+    """The replica logs a step's equal gaps with one gaps() call: the log's entries (their order
+    decides a folded sketch's sums) are those of one gap() per sequence."""
+    one_by_one, grouped = TokenLog(), TokenLog()
+    for gap, count in groups:
+        for _ in range(count):
+            one_by_one.gap(gap)
+        grouped.gaps(gap, count)
+    assert _entries(grouped) == _entries(one_by_one)

@@ -21,7 +21,7 @@ from simserve.engine.pipeline import PipelineLoop
 from simserve.engine.tokens import TokenLog
 from simserve.engine.request import Request
 from simserve.engine.stage import Stage
-from simserve.kvcache import blocks_for, extra_blocks, steps_that_fit
+from simserve.kvcache import steps_that_fit
 from simserve.runtime import Runtime
 from simserve.scheduler import Batch, Scheduler
 
@@ -143,10 +143,36 @@ class Replica(PipelineLoop):
             req.prefilled += chunk
             if req.prefilled >= req.prefill_target:
                 self._emit(req, end)
-        for req in batch.decodes:
-            req.prefilled += 1
-            self._emit(req, end)
+        if batch.decodes:
+            self._emit_decodes(batch.decodes, end)
         self.tokens.bound()
+
+    def _emit_decodes(self, decodes: list[Request], t: float) -> None:
+        """_emit of each decoding sequence at t, in order. Sequences whose previous token came at
+        the same time have the same gap: it is computed once and logged once with their count
+        (TokenLog.gaps: the same entries as one gap() each)."""
+        log = self.tokens
+        last, gap, count = math.nan, 0.0, 0
+        for req in decodes:
+            req.prefilled += 1
+            if not req.generated:
+                log.gaps(gap, count)
+                last, count = math.nan, 0
+                self._emit(req, t)
+                continue
+            if req.last_token_s != last:
+                log.gaps(gap, count)
+                last, count = req.last_token_s, 0
+                gap = t - last
+            count += 1
+            if gap > req.itl_max_s:
+                req.itl_max_s = gap
+            req.generated += 1
+            req.last_token_s = t
+            if req.generated >= req.osl:
+                self._complete(req, t)
+        log.gaps(gap, count)
+        self.tokens_emitted += len(decodes)
 
     def _emit(self, req: Request, t: float) -> None:
         if req.generated == 0:
@@ -175,7 +201,7 @@ class Replica(PipelineLoop):
         n = len(running)
         prefilled = [r.prefilled for r in running]        # lists: kvcache's arithmetic takes either
         held = [r.blocks for r in running]
-        k_max = steps_that_fit(prefilled, held, bs, min(r.osl - r.generated for r in running), sched.kv.free)
+        k_max = steps_that_fit(prefilled, held, bs, min([r.osl - r.generated for r in running]), sched.kv.free)
         kv_start = float(sum(prefilled) + n)
         cap_by_arrival = sched.admits_new_arrivals()
         next_arrival = self.arrivals.next_time() if cap_by_arrival else math.inf
@@ -192,23 +218,44 @@ class Replica(PipelineLoop):
         self.iterations += k
         split = stage.account((n, n), gpu[:k])
         host = self.host.ran(start, end, float(np.sum(exposed[:k])), float(gpu[k - 1]))
-        sched.kv.allocate(extra_blocks(prefilled, held, bs, k))
         shared = np.diff(ends[:k])
         shared_max = float(shared.max()) if k > 1 else 0.0
         if k > 1:
             self.tokens.run(shared, n)
         self.tokens_emitted += k * n
-        first_end = float(ends[0])
+        extra, finished = self._advance(running, float(ends[0]), end, k, shared_max)
+        sched.kv.allocate(extra)              # before the finished release theirs (peak, prefix eviction)
+        for req in finished:
+            self._complete(req, end)
+        self.tokens.bound()
+        self.timeline.iteration(self, 0, start + host, end, k, 0, n, split)
+
+    def _advance(self, running: list[Request], first_end: float, end: float, k: int,
+                 shared_max: float) -> tuple[int, list[Request]]:
+        """Each sequence of a decode run k steps on: its first gap (to first_end) logged as
+        _emit_decodes logs a step's, its maximum gap, tokens and KV blocks. Returns the blocks the
+        run opened (kvcache.extra_blocks of the run) and the sequences it finished, in order."""
         log = self.tokens
+        bs = self.kv.block_size
+        last, gap, top, count, extra = math.nan, 0.0, 0.0, 0, 0
+        finished = []
         for req in running:
-            gap = first_end - req.last_token_s
-            log.gap(gap)
-            req.itl_max_s = max(req.itl_max_s, gap, shared_max)
+            if req.last_token_s != last:
+                log.gaps(gap, count)
+                last, count = req.last_token_s, 0
+                gap = first_end - last
+                top = gap if gap > shared_max else shared_max
+            count += 1
+            if top > req.itl_max_s:
+                req.itl_max_s = top
             req.prefilled += k
-            req.blocks = blocks_for(req.prefilled, bs)
+            blocks = -(-req.prefilled // bs)
+            if blocks > req.blocks:
+                extra += blocks - req.blocks
+            req.blocks = blocks
             req.generated += k
             req.last_token_s = end
             if req.generated >= req.osl:
-                self._complete(req, end)
-        log.bound()
-        self.timeline.iteration(self, 0, start + host, end, k, 0, n, split)
+                finished.append(req)
+        log.gaps(gap, count)
+        return extra, finished

@@ -53,6 +53,16 @@ class TokenLog:
         self._flush()
         self._same, self._count = gap, 1
 
+    def gaps(self, gap: float, count: int) -> None:
+        """`count` sequences' equal gap (not NaN), one after another: as `count` calls of gap()."""
+        if not count:
+            return
+        if gap == self._same:
+            self._count += count
+            return
+        self._flush()
+        self._same, self._count = gap, count
+
     def _flush(self) -> None:
         if self._count == 1:
             self.single.append(self._same)

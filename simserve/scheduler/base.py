@@ -76,8 +76,8 @@ class Scheduler:
     def _continue_prefills(self, batch: Batch, budget: int) -> int:
         """Admitted requests whose prompt is partly prefilled get their next chunk (chunked
         policies only: the others prefill a prompt whole in the iteration that admits it)."""
-        if not self.chunked:
-            return budget
+        if not self.chunked or len(batch.decodes) == len(self.running):
+            return budget               # (the batch's decodes are running: then all are decoding)
         for req in [r for r in self.running if r.prefilled < r.prefill_target]:
             if budget <= 0:
                 break
