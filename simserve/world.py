@@ -202,8 +202,14 @@ class _Planners:
         # launches above the largest captured size (dense)
         self.runtime = runtime = get_runtime(cfg.engine.runtime)
         if model.moe is None:
-            self.step_costs = [RuntimeStepCost(StepCost(model, shard, precision, gpu), runtime,
-                                               gpu.efficiency.kernel_overhead_s) for shard in shards]
+            # one cost model per distinct shard (a pipeline's middle stages hold equal ones), so
+            # their memoised batch shapes are evaluated once
+            by_shard: dict[Shard, RuntimeStepCost] = {}
+            for shard in shards:
+                if shard not in by_shard:
+                    by_shard[shard] = RuntimeStepCost(StepCost(model, shard, precision, gpu), runtime,
+                                                      gpu.efficiency.kernel_overhead_s)
+            self.step_costs = [by_shard[shard] for shard in shards]
             return
         mc, pp = cfg.moe, len(shards)
         self.stage_layers = StageLayers.split(model, tuple(sh.num_layers for sh in shards))

@@ -127,3 +127,25 @@ def test_profiled_gpus_use_their_tables():
     assert H100.efficiency.measured_ops and H200.efficiency.measured_ops
     assert not get_hardware("a100-80gb").efficiency.measured_ops
     assert np.isfinite(op_time(op_named("attention_decode", L8B, 1, BatchStats.of([], [100] * 3)), H200))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 600), st.floats(1.0, 20000.0), st.floats(0.0, 40.0), st.integers(1, 40))
+def test_decode_attention_ratio_of_a_run_equals_each_context(b, first, growth, steps):
+    """The array branch (ends clamped or not, one segment or several, every context clamped to an
+    edge) gives each non-decreasing context's float-branch value."""
+    cost = StepCost(L70B, Shard(tp=8), Precision(), H200)
+    ratio = next(op[5] for op in cost.ops if type(op[5]).__name__ == "DecodeAttentionRatio")
+    kv = (first + growth * np.arange(steps, dtype=float)) * b
+    x = [1.0, float(b), 0.0, float(b), 0.0, 0.0, kv, float(b)]
+    run = np.broadcast_to(ratio(list(x)), steps)
+    for j in range(steps):
+        x[6] = float(kv[j])
+        assert run[j] == ratio(x)
+
+
+def test_memory_bound_operators_skip_the_compute_sum():
+    from simserve.cost.step import _memory_bound
+    assert _memory_bound([], [(1, 1.0)]) and _memory_bound([(6, 1.0)], [(6, 2.0), (3, 1.0)])
+    assert not _memory_bound([(6, 2.0)], [(6, 1.0)]) and not _memory_bound([(4, 1.0)], [(5, 9.0)])
+    assert not _memory_bound([(1, 1.0), (6, 1.0)], [(1, 9.0), (6, 9.0)])

@@ -144,18 +144,42 @@ class DecodeAttentionRatio:
         b = x[_DECODE_TOKENS]
         xs, r, slopes, knots_a, inner_a = self.knots(b)
         c = x[_DECODE_KV] / b
-        if isinstance(c, np.ndarray):   # the same operations as the float branch, elementwise
-            np.maximum(c, xs[0], out=c)                   # c is x / b: an array of its own
-            np.minimum(c, xs[-1], out=c)
-            j = inner_a.searchsorted(c, side="right")     # = min(bisect_right(xs, c) - 1, len - 2)
-            xs_j, slopes_j, r_j = knots_a[:, j]           # one gather of the segments' knots
-            c -= xs_j
-            c *= slopes_j
-            c += r_j                                      # r[j] + slope * (c - xs[j]): commutative
-            return c
+        if isinstance(c, np.ndarray):
+            return self._run(c, xs, r, slopes, knots_a, inner_a)
         c = min(max(c, xs[0]), xs[-1])
         j = min(bisect.bisect_right(xs, c) - 1, len(xs) - 2)
         return r[j] + slopes[j] * (c - xs[j])
+
+    @staticmethod
+    def _run(c: np.ndarray, xs, r, slopes, knots_a, inner_a):
+        """The float branch's operations on each element of c, a run's non-decreasing mean
+        contexts (an array of its own; cost.step's decode runs grow by a step's tokens): the
+        clamps only where an end lies outside the knots, and where both ends share a segment
+        (then every context between does) its knots as floats, no search; where every context
+        clamps to one end, that end's r as a float (each element's value)."""
+        first, last = float(c[0]), float(c[-1])
+        if last <= xs[0] or first >= xs[-1]:
+            edge = xs[0] if last <= xs[0] else xs[-1]
+            j = min(bisect.bisect_right(xs, edge) - 1, len(xs) - 2)
+            return r[j] + slopes[j] * (edge - xs[j])
+        if first < xs[0]:
+            np.maximum(c, xs[0], out=c)
+            first = xs[0]
+        if last > xs[-1]:
+            np.minimum(c, xs[-1], out=c)
+            last = xs[-1]
+        j = min(bisect.bisect_right(xs, first) - 1, len(xs) - 2)
+        if j == min(bisect.bisect_right(xs, last) - 1, len(xs) - 2):
+            c -= xs[j]
+            c *= slopes[j]
+            c += r[j]
+            return c
+        j = inner_a.searchsorted(c, side="right")     # = min(bisect_right(xs, c) - 1, len - 2)
+        xs_j, slopes_j, r_j = knots_a[:, j]           # one gather of the segments' knots
+        c -= xs_j
+        c *= slopes_j
+        c += r_j                                      # r[j] + slope * (c - xs[j]): commutative
+        return c
 
 
 class ElementwiseRatio:

@@ -52,6 +52,8 @@ class StepCost:
             inv_m = 1.0 / (gpu.hbm_bw_Bps * eta_m)
             comp = [(FEATURE_INDEX[f], c * inv_c) for f, c in op.flops.items() if c]
             mem = [(FEATURE_INDEX[f], c * inv_m) for f, c in op.bytes.items() if c]
+            if _memory_bound(comp, mem):
+                comp = []                      # max(compute, memory) is memory whatever the batch
             overhead = 0.0 if rho is not None else fixed_s(op, gpu)
             gate = FEATURE_INDEX[op.gate]
             scale = GemmRho(rho, gate) if rho is not None else table_ratio(op, gpu)
@@ -201,7 +203,10 @@ def _op_times(weight: float, overhead: float, comp, mem, x: list, scale=1.0, out
             return t
         out[...] = t
         return out
-    y = np.maximum(c, m, out=c) if isinstance(c, np.ndarray) else np.maximum(m, c, out=m)  # symmetric
+    if not comp:
+        y = m                          # max(0.0, m) is m: no memory term is -0.0 or NaN
+    else:
+        y = np.maximum(c, m, out=c) if isinstance(c, np.ndarray) else np.maximum(m, c, out=m)  # symmetric
     y += overhead
     y *= scale
     return np.multiply(y, weight, out=y if out is None else out)   # weight * y == y * weight
@@ -258,6 +263,20 @@ class GemmRho:
 
     def __call__(self, x) -> float:
         return self.rho(x[self.gate])
+
+
+def _memory_bound(comp: list, mem: list) -> bool:
+    """Whether an operator's memory time is at least its compute time for every batch: its one
+    compute term (or none) reads a feature that a memory term reads with a coefficient at least as
+    large. Features and coefficients are non-negative and rounding is monotone, so
+    fl(a x) <= fl(b x) <= the memory sum (adding a non-negative term never lowers a sum), and
+    max(compute, memory) is the memory time bit for bit: the compute sum need not be formed."""
+    if not comp:
+        return True
+    if len(comp) > 1:
+        return False
+    (f, a), = comp
+    return any(g == f and b >= a for g, b in mem)
 
 
 def _reads_context(op: tuple) -> bool:

@@ -22,6 +22,7 @@ class HostClock:
         self.active = h is not None and (h.fixed_s > 0 or h.per_seq_s > 0 or h.per_token_s > 0)
         self._gpu_end = -math.inf       # end of the first stage's last GPU step, and its length
         self._gpu_last_s = 0.0
+        self._run_host: dict[int, float] = {}   # decode-run sequences -> one step's host seconds
 
     def _prev(self, now: float) -> float | None:
         return self._gpu_last_s if self._gpu_end == now else None
@@ -40,8 +41,13 @@ class HostClock:
     def take(self, stats: BatchStats, start: float) -> float:
         """The exposed host time of an iteration starting at `start` (now, or a time a coalesced
         pipeline run computes), booked; the GPU work follows it."""
-        exposed = self.exposed(stats, start)
-        self.book(0, start, exposed)
+        rt = self.runtime
+        if rt is None:
+            return 0.0
+        host = host_s(rt, stats)
+        exposed = self.exposed_of(host, start) if rt.host.overlap else host    # exposed_host_s without overlap
+        if exposed > 0:
+            self.book(0, start, exposed)
         return exposed
 
     def decode_run(self, n: int, gpu: np.ndarray):
@@ -50,9 +56,11 @@ class HostClock:
         if self.runtime is None:
             return gpu, np.zeros(len(gpu))
         rt = self.runtime
-        host = host_s(rt, BatchStats(decode_tokens=n, logits_tokens=n))
-        first = exposed_host_s(rt, host, self._prev(self.env.now))
+        host = self._run_host.get(n)
+        if host is None:
+            host = self._run_host[n] = host_s(rt, BatchStats(decode_tokens=n, logits_tokens=n))
         if rt.host.overlap:
+            first = exposed_host_s(rt, host, self._prev(self.env.now))
             exposed = np.maximum(host - np.concatenate(([host - first], gpu[:-1])), 0.0)
         else:
             exposed = np.full(len(gpu), host)

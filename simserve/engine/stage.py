@@ -62,7 +62,7 @@ class Stage:
         """Book closed-form iteration times (one, or an array of a decode run) as compute and
         collectives; returns the (compute, all-reduce, all-gather, all-to-all, host) seconds."""
         single = isinstance(durations, float)          # one iteration (the common case): no numpy
-        total = durations if single else float(np.sum(durations))
+        total = durations if single else float(np.add.reduce(durations))   # np.sum without its wrapper
         busy = self.busy
         if len(self.gpus) == 1:
             if single:

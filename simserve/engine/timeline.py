@@ -62,13 +62,17 @@ class Timeline:
     def iteration(self, replica, stage: int, start_s: float, end_s: float, steps: int, prefill_tokens: int,
                   decode_seqs: int, split: tuple[float, ...]) -> None:
         """split: (compute, all-reduce, all-gather[, all-to-all]) seconds."""
-        if not self._keep(start_s):
+        if not (self.enabled and self.start_s <= start_s < self.end_s):    # _keep, inlined (per iteration)
             return
-        sched = [s for s in replica.schedulers]
+        sched = replica.schedulers
+        if len(sched) == 1:
+            running, waiting = len(sched[0].running), len(sched[0].waiting)
+        else:
+            running, waiting = sum([len(s.running) for s in sched]), sum([len(s.waiting) for s in sched])
+        kv = replica.kv
         self._add((replica.index, stage, "iteration" if steps == 1 else "decode_run", start_s, end_s,
-                          steps, prefill_tokens, decode_seqs, split[0], split[1], split[2], 0.0,
-                          replica.kv.used, replica.kv.num_blocks, sum(len(s.running) for s in sched),
-                          sum(len(s.waiting) for s in sched), split[3] if len(split) > 3 else 0.0))
+                   steps, prefill_tokens, decode_seqs, split[0], split[1], split[2], 0.0,
+                   kv.used, kv.num_blocks, running, waiting, split[3] if len(split) > 3 else 0.0))
 
     def transfer(self, replica, stage: int, start_s: float, end_s: float, nbytes: float, kind: str = "p2p") -> None:
         """A pipeline send (`p2p`), or a request's KV leaving a prefill replica (`kv_transfer`)."""
@@ -79,7 +83,7 @@ class Timeline:
 
     def host(self, replica, stage: int, start_s: float, end_s: float) -> None:
         """CPU time the replica's GPUs waited for (scheduling, input preparation, sampling)."""
-        if not self._keep(start_s):
+        if not (self.enabled and self.start_s <= start_s < self.end_s):    # _keep, inlined
             return
         self._add((replica.index, stage, "host", start_s, end_s, 1, 0, 0, 0.0, 0.0, 0.0, 0.0,
                           replica.kv.used, replica.kv.num_blocks, 0, 0, 0.0))
