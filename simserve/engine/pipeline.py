@@ -43,8 +43,9 @@ class PipelineLoop:
         self._routes: dict[int, list] = {}
         self._links: dict[int, tuple[frozenset, bool]] = {}
         self._send_memo: dict[tuple[int, float], float] = {}
-        # engine/pipeline_run: decode-round times per sequence count: (first context, per-stage times)
-        self._decode_memo: dict[int, list[tuple[int, list[list[float]]]]] = {}
+        # engine/pipeline_run: decode-round times per sequence count: (first context, per-stage lists, arrays)
+        self._decode_memo: dict[int, list[tuple[int, list[list[float]], list]]] = {}
+        self._launch_memo: dict[int, tuple[list[float], list[float], float]] = {}   # ... send bytes, times, host s
         self._flight: list[Flight | None] = [None] * len(self.schedulers)   # closed form: each lane's last launch
         self._epoch = [0] * len(self.schedulers)
 

@@ -54,9 +54,8 @@ class _Lane:
 
     def __init__(self, index: int, reqs: list, pending: int, back: float | None):
         self.index, self.reqs, self.n = index, reqs, len(reqs)
-        self.stats = BatchStats(decode_tokens=self.n, logits_tokens=self.n)
-        self.p = np.fromiter((r.prefilled + pending for r in reqs), dtype=np.int64, count=self.n)
-        self.held = np.fromiter((r.blocks for r in reqs), dtype=np.int64, count=self.n)
+        self.p = [r.prefilled + pending for r in reqs]      # lists: a run launches a few rounds
+        self.held = [r.blocks for r in reqs]
         # round `rem` completes some request (0: the current one does)
         self.rem = min(r.osl - r.generated - pending for r in reqs) if reqs else 0
         self.back = back                 # return still to come (None: the lane is back)
@@ -65,6 +64,7 @@ class _Lane:
         self.first = 1                   # first round launched here (0 for the starting lane)
         self.durs: list[list[float]] = []   # per stage, times of rounds from `off - first` on
         self.off = 0                     # durs[s][off + j]: stage s's time of round first + j
+        self.arrays: list[np.ndarray] = []   # durs as arrays (bulk bookings)
         self.rounds = 0                  # rounds precomputed (the last that may launch)
         self.cum: list[int] = [0]        # cum[a]: KV blocks rounds 1..a need beyond those held
         self.times: list[float] = []     # token times of the rounds launched here
@@ -77,12 +77,8 @@ class _Lane:
         """Stage times of rounds first..rounds (the values Stage.time gives), the lane's send times
         and bytes per stage and its host seconds per launch."""
         self.first, self.rounds = first, rounds
-        self.durs, self.off = _decode_times(rep, self.n, int(self.p.sum()) + self.n * first, rounds - first + 1)
-        last = len(rep.stages) - 1
-        self.nbytes = [self.stats.tokens * rep.p2p_bytes_per_token] * last + [self.stats.logits_tokens * rep.token_id_bytes]
-        self.sends = [rep._send_duration(s, nbytes) for s, nbytes in enumerate(self.nbytes)]
-        runtime = rep.host.runtime
-        self.host = host_s(runtime, self.stats) if runtime is not None else 0.0
+        self.durs, self.arrays, self.off = _decode_times(rep, self.n, sum(self.p) + self.n * first, rounds - first + 1)
+        self.nbytes, self.sends, self.host = _launch_terms(rep, self.n)
 
     def can_launch(self) -> bool:
         return self.first + self.launched <= self.rounds and bool(self.durs)
@@ -93,29 +89,44 @@ class _Lane:
         cum = self.cum
         if a >= len(cum):
             lo, hi = len(cum), min(self.rounds, max(a, 2 * len(cum) + 8))
-            tokens = self.p[:, None] + np.arange(lo, hi + 1)[None, :]
-            grown = np.maximum(-(-tokens // block_size) - self.held[:, None], 0).sum(axis=0).tolist()
+            tokens = np.array(self.p)[:, None] + np.arange(lo, hi + 1)[None, :]
+            grown = np.maximum(-(-tokens // block_size) - np.array(self.held)[:, None], 0).sum(axis=0).tolist()
             cum.extend(grown)        # (the held blocks cover round 0: cum[0] is 0, as grown at 0 is)
         return cum[a] - cum[a - 1]
 
 
-def _decode_times(rep, n: int, kv_first: int, count: int) -> tuple[list[list[float]], int]:
+def _launch_terms(rep, n: int) -> tuple[list[float], list[float], float]:
+    """(bytes and time of each stage's send, host seconds) of a decode launch of n sequences,
+    memoised per n."""
+    found = rep._launch_memo.get(n)
+    if found is None:
+        stats = BatchStats(decode_tokens=n, logits_tokens=n)
+        last = len(rep.stages) - 1
+        nbytes = [stats.tokens * rep.p2p_bytes_per_token] * last + [stats.logits_tokens * rep.token_id_bytes]
+        runtime = rep.host.runtime
+        found = rep._launch_memo[n] = (nbytes, [rep._send_duration(s, b) for s, b in enumerate(nbytes)],
+                                       host_s(runtime, stats) if runtime is not None else 0.0)
+    return found
+
+
+def _decode_times(rep, n: int, kv_first: int, count: int) -> tuple[list[list[float]], list[np.ndarray], int]:
     """Every stage's times of `count` decode rounds of n sequences whose context sums to kv_first
-    tokens at the first, as (per-stage arrays, offset of the first round): arrays remembered per
+    tokens at the first, as (per-stage lists, the same as arrays, offset of the first round): remembered per
     n where they cover them, else evaluated and remembered. Element j of `Stage.decode_times`
     depends only on n and its context kv + n * j (the context is its only array feature,
     evaluated element by element: the same values as `Stage.time`), so a lane's later runs read
     the arrays its first run evaluated."""
     memo = rep._decode_memo.setdefault(n, [])
-    for kv0, times in memo:
+    for kv0, times, arrays in memo:
         j, rest = divmod(kv_first - kv0, n)
         if rest == 0 and 0 <= j and j + count <= len(times[0]):
-            return times, j
-    times = [st.decode_times(n, float(kv_first), count).tolist() for st in rep.stages]
+            return times, arrays, j
+    arrays = [st.decode_times(n, float(kv_first), count) for st in rep.stages]
+    times = [a.tolist() for a in arrays]
     if len(memo) >= MEMO_ARRAYS:
         memo.pop(0)
-    memo.append((kv_first, times))
-    return times, 0
+    memo.append((kv_first, times, arrays))
+    return times, arrays, 0
 
 
 def _steady(rep, lane: int, batch) -> tuple[list[_Lane], float] | None:
@@ -204,8 +215,9 @@ def _plan(rep, books: "Books", lanes: list[_Lane], lane: int, stop_at: float) ->
             lp = _pick(rep._next_lane, slots, t)
         if t >= stop_at or not lp.can_launch():
             return
-        a = lp.first + lp.launched       # the round it launches
-        need = lp.need(a, bs)
+        a = lp.first + lp.launched       # the round it launches (>= 1)
+        cum = lp.cum
+        need = cum[a] - cum[a - 1] if a < len(cum) else lp.need(a, bs)
         if need and not kv.can_grow(need):
             return
         _returns(rep, lanes, t)
@@ -278,18 +290,24 @@ class Books:
     def close(self, lanes: list[_Lane]) -> None:
         """The bulk bookings of the run's launches (see the class docstring), one per stage and
         sequence count."""
-        done = [lp for lp in lanes if lp.launched]
-        for s, stage in enumerate(self.stages):
-            times: dict[int, list[float]] = {}
-            sends: dict[float, int] = {}
-            for lp in done:
-                times.setdefault(lp.n, []).extend(lp.durs[s][lp.off:lp.off + lp.launched])
-                sends[lp.nbytes[s]] = sends.get(lp.nbytes[s], 0) + lp.launched
-            if self.timeline is None:
-                for n, durations in times.items():
-                    stage.account((n, n), np.array(durations))
-            for nbytes, count in sends.items():
-                self.rep._account_send(s, nbytes, count)
+        groups: dict[int, list[_Lane]] = {}
+        for lp in lanes:
+            if lp.launched:
+                groups.setdefault(lp.n, []).append(lp)
+        for s, stage in enumerate(self.stages):    # (sends of equal bytes in one booking or two: exact)
+            for n, group in groups.items():
+                if self.timeline is None:
+                    stage.account((n, n), _durations(group, s))
+                self.rep._account_send(s, group[0].nbytes[s], sum([lp.launched for lp in group]))
+
+
+def _durations(group: list[_Lane], s: int) -> np.ndarray:
+    """Stage s's times of the rounds a group of lanes launched in a run (views of the remembered
+    arrays)."""
+    if len(group) == 1:
+        lp = group[0]
+        return lp.arrays[s][lp.off:lp.off + lp.launched]
+    return np.concatenate([lp.arrays[s][lp.off:lp.off + lp.launched] for lp in group])
 
 
 def _returns(rep, lanes: list[_Lane], t: float) -> None:
@@ -315,9 +333,10 @@ def _hand_back(rep, lanes: list[_Lane]) -> None:
             rep._epoch[i] += 1
         if lp.launched:
             last = lp.first + lp.launched - 1
-            blocks = np.maximum(lp.held, -(-(lp.p + last) // bs)).tolist() if last else lp.held.tolist()
-            for req, b in zip(lp.reqs, blocks):
-                req.blocks = b
+            if last:
+                for req, p, held in zip(lp.reqs, lp.p, lp.held):
+                    grown = -(-(p + last) // bs)
+                    req.blocks = grown if grown > held else held
             flight = rep._flight[i] = Flight(lp.reqs, lp.times[-1], lp.back, len(lp.times))
             env.at(lp.times[-1]).callbacks.append(
                 lambda _ev, reqs=lp.reqs, times=lp.times, flight=flight: _emit(rep, reqs, times, flight))
@@ -331,9 +350,9 @@ def _emit(rep, reqs: list, times: list[float], flight: Flight) -> None:
     k, n, end = len(times), len(reqs), times[-1]
     shared_max = 0.0
     if k > 1:
-        shared = np.diff(np.asarray(times))
+        shared = [b - a for a, b in zip(times, times[1:])]    # np.diff's subtractions
         rep.tokens.run(shared, n)
-        shared_max = float(shared.max())
+        shared_max = max(shared)
     rep.tokens_emitted += k * n
     first, log = times[0], rep.tokens
     for req in reqs:
