@@ -46,6 +46,9 @@ class Communicator:
         self.algorithms_used: dict[tuple[str, str], int] = defaultdict(int)   # (op, algo) -> calls
         self.replayed = 0
         self.played = 0
+        # (op, algorithm asked, ranks, bytes) -> (compiled program, idle-network seconds): `run` is
+        # called per layer pattern of every played iteration; one look-up instead of three
+        self._programs: dict[tuple, tuple] = {}
 
     def collective_time(self, op: str, algo: str, ranks, nbytes: float, matrix=None) -> tuple[float, str]:
         """`collective_time` on this run's topology and cache."""
@@ -70,14 +73,27 @@ class Communicator:
             if count * lead_s + tail_s > 0:
                 yield self.env.timeout(max(count, 0) * lead_s + tail_s)
             return (algo if algo != "auto" else "none"), 0.0
-        chosen = resolve(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
-        program = compiled(self.topology, op, chosen, ranks, nbytes, matrix, self.cache)
-        duration_s = idle_s(self.topology, op, chosen, ranks, nbytes, matrix, self.cache)
+        program, duration_s = self._program(op, algo, ranks, nbytes, matrix)
         spent_s = yield from self.execute(program, duration_s, count, lead_s, tail_s)
         self.time_by_op[op] += spent_s
         self.calls_by_op[op] += count
         self.algorithms_used[(op, program.algorithm)] += count
         return program.algorithm, spent_s
+
+    def _program(self, op: str, algo: str, ranks: tuple, nbytes: float, matrix):
+        """(compiled program, idle-network seconds) of a collective, memoised without a matrix
+        (bounded: cleared past the cache's size)."""
+        key = (op, algo, ranks, nbytes) if matrix is None else None
+        found = self._programs.get(key) if key is not None else None
+        if found is None:
+            chosen = resolve(self.topology, op, algo, ranks, nbytes, matrix, self.cache)
+            found = (compiled(self.topology, op, chosen, ranks, nbytes, matrix, self.cache),
+                     idle_s(self.topology, op, chosen, ranks, nbytes, matrix, self.cache))
+            if key is not None:
+                if len(self._programs) >= self.cache.max_entries:
+                    self._programs.clear()
+                self._programs[key] = found
+        return found
 
     def execute(self, program, duration_s: float, count: int = 1, lead_s: float = 0.0, tail_s: float = 0.0):
         """SimPy process body: play or replay a compiled program `count` times (`duration_s`: its
@@ -110,7 +126,7 @@ class Communicator:
         env = self.env
         program.account(self.network, remaining)
         replay = Replay(env, self.network, program, duration_s, remaining, lead_s, tail_s, lead_done)
-        yield env.timeout(replay.end_s - env.now) | replay.interrupted
+        yield replay.timer                     # or `replay.interrupted`, which materialise redirects to
         if not replay.interrupted.triggered:
             replay.release()
             self.replayed += remaining

@@ -28,6 +28,10 @@ class Replay:
         self.start_s = env.now - (lead_s if lead_done else 0.0)
         self.end_s = self.start_s + self.period_s * count + tail_s
         self.interrupted = env.event()   # value: (repetitions done, event, extra_s, next phase or None)
+        # the one event the Communicator's process waits on; `_interrupt` moves the process from it
+        # to `interrupted` (no Condition of the two: one event per replay, not two)
+        self.timer = env.timeout(self.end_s - env.now)
+        self.process = env.active_process
         network.hold(self, program.links)
 
     def collective_start_s(self, k: int) -> float:
@@ -63,9 +67,19 @@ class Replay:
         program.account(network, -(self.count - done))   # the replay had accounted every repetition
         if done == self.count or within < 0:             # in a compute slice: collective `done` is next
             next_s = self.end_s if done == self.count else self.collective_start_s(done)
-            self.interrupted.succeed((done, env.timeout(max(next_s - now, 0.0)), 0.0, None))
+            self._interrupt((done, env.timeout(max(next_s - now, 0.0)), 0.0, None))
             return
-        self.interrupted.succeed((done,) + self._resume(within))
+        self._interrupt((done,) + self._resume(within))
+
+    def _interrupt(self, value) -> None:
+        """Wake the waiting process with `value` now instead of at the timer: its resume callback
+        moves from the timer to `interrupted` (what simpy.Process.interrupt does, without raising
+        into the process and at normal priority, as the event it replaces)."""
+        resume = self.process._resume
+        self.timer.callbacks.remove(resume)
+        self.process._target = self.interrupted
+        self.interrupted.callbacks.append(resume)
+        self.interrupted.succeed(value)
 
     def _resume(self, within: float):
         """(event to wait for, extra seconds after it, next phase to play) from `within` seconds

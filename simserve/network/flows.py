@@ -111,9 +111,11 @@ class Network:
 
     def busy(self, link_ids: Iterable[int]) -> bool:
         """True when any of these links carries an active flow, or a replayed collective, now."""
-        on_link, waiting, reserved, now = self._on_link, self._waiting, self._reserved_until, self.env.now
-        held = self._held
-        return any(on_link.get(i) or waiting.get(i) or i in held or reserved.get(i, -1.0) > now for i in link_ids)
+        on_link, waiting, reserved, held, now = self._on_link, self._waiting, self._reserved_until, self._held, self.env.now
+        for i in link_ids:      # a plain loop: asked before every played collective and slice
+            if i in held or on_link.get(i) or waiting.get(i) or reserved.get(i, -1.0) > now:
+                return True
+        return False
 
     def quiet(self, link_ids: Iterable[int], until_s: float) -> bool:
         """True when nothing moves bytes on these links from now until `until_s`: no flow is on or
