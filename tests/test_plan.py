@@ -53,15 +53,9 @@ def exhaustive(spec, store: ProbeStore) -> dict[str, tuple[str, float]]:
             if s is None:           # pruned by the planner: it must fail even at the lowest rate
                 pruned_layout_fails_at_the_lowest_rate(spec, layout, grid)
                 continue
-            meeting = []
-            for k in range(grid.top + 1):
-                cfg = s.probe_config(k)
-                row = store.get(probe_key(cfg)) or {"rate": grid.rate(k), **run_point(cfg, {})}
-                if row["status"] == "ok" and not slo_violations(row, spec.slo):
-                    meeting.append((k, row))
-            if meeting:
-                k, row = max(meeting, key=lambda m: m[0])
-                goodput, tokens = at_rate(row)
+            found = scan(s, grid, store, spec.slo)
+            if found:
+                goodput, tokens = at_rate(found)
                 ranked.append((-goodput / layout.num_gpus, -tokens / layout.num_gpus, layout.replica_gpus,
                                layout.name))
     if ranked:      # the planner's order (plan.report.rank): goodput per GPU, then cost per output
@@ -69,6 +63,50 @@ def exhaustive(spec, store: ProbeStore) -> dict[str, tuple[str, float]]:
         neg, _, _, name = min(ranked)
         best[spec.models[0]] = (name, -neg)
     return best
+
+
+def scan(s, grid, store: ProbeStore, slo: dict) -> dict | None:
+    """The probe row at the highest grid rate meeting the SLO, every grid rate simulated."""
+    meeting = []
+    for k in range(grid.top + 1):
+        cfg = s.probe_config(k)
+        row = store.get(probe_key(cfg)) or {"rate": grid.rate(k), **run_point(cfg, {})}
+        if row["status"] == "ok" and not slo_violations(row, slo):
+            meeting.append((k, row))
+    return max(meeting, key=lambda m: m[0])[1] if meeting else None
+
+
+def test_bounded_out_layouts_cannot_rank_first(small_plan):
+    """Branch and bound (plan.run.waves): a layout reported `bounded` has, by an exhaustive scan,
+    a goodput per GPU strictly below the best; the 70B space bounds out at least one pipeline."""
+    spec, out, result = small_plan
+    _, searches, grid = prepare(spec)
+    by_name = {s.candidate.layout.name: s for s in searches}
+    bounded = result.table[result.table.status == "bounded"]
+    if spec.models == ["llama-3.1-70b"]:
+        assert len(bounded) and (bounded.pp > 1).all()
+    store = ProbeStore(out / "probes.csv")
+    try:
+        for name, gpus in zip(bounded.layout, bounded.num_gpus):
+            found = scan(by_name[name], grid, store, spec.slo)
+            per_gpu = at_rate(found)[0] / gpus if found else 0.0
+            assert per_gpu < result.best[spec.models[0]]["goodput_per_gpu"], name
+    finally:
+        store.close()
+
+
+def test_rate_search_with_a_floor_never_probes_below_it():
+    grid = RateGrid(0.5, 0.1, 500.0)
+    for boundary, floor in ((30, 20), (30, 30), (30, 31), (30, 45)):
+        s = RateSearch(grid, 60, grid.steps_for(2.0), grid.steps_for(4 / 3), floor=floor)
+        while (k := s.propose()) is not None:
+            latency = 0.5 if k <= boundary else 1.0 + 0.1 * (k - boundary)
+            s.record(k, {"status": "ok", "ttft_p99_s": latency}, {"ttft_p99": 1.0})
+        assert min(s.ok) >= floor
+        if floor <= boundary:          # the answer is at or above the floor: found as without it
+            assert s.verdict == "ok" and s.lo == boundary and s.hi == boundary + 1
+        else:                          # below it: bounded once a probe at or below the floor fails
+            assert s.verdict == "bounded" and s.lo is None and s.hi <= floor
 
 
 def prepare_workload(spec):

@@ -15,6 +15,8 @@ def spec_from_args(args):
     for key in ("gpus", "workload", "requests", "seed"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
+    if args.exhaustive:
+        raw["bound"] = False
     if args.slo:
         raw["slo"] = parse_pairs(args.slo, "--slo", seconds=True)
     if args.price:
@@ -71,6 +73,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-batch-size", dest="max_batch_size", help="batch caps, e.g. 64,256")
     p.add_argument("--rate-step", type=float, help="rate grid step (0.1: rates 10%% apart)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--exhaustive", action="store_true",
+                   help="search every layout's rate (default: skip layouts that cannot rank first)")
     p.add_argument("--out", help="plan folder (default: results/plan_MODEL); re-running resumes it")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
     p.add_argument("--ray", metavar="ADDRESS", default=None, help="run probes as Ray tasks on this cluster")

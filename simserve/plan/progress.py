@@ -41,7 +41,8 @@ class PlanProgress:
             self.bar.update(self.task, completed=len(self.done))
         elif self.log and finished:
             s = search.search
-            verdict = (f"{s.grid.rate(s.lo):.4g} req/s" if s.lo is not None else "cannot meet the SLO")
+            verdict = (f"{s.grid.rate(s.lo):.4g} req/s" if s.lo is not None else
+                       "bounded out" if s.verdict == "bounded" else "cannot meet the SLO")
             self.log(f"[{len(self.done)}/{self.layouts}] {lay.model} {lay.hardware} {lay.name}: {verdict} "
                      f"({len(s.ok)} probes)")
 

@@ -11,6 +11,9 @@ Definitions (per model: layouts of different models are not alternatives to each
   burst of that many requests), and the table says so;
 - binding_value: the binding metric's value at the lowest failing probe (infeasible layouts) or at
   the next grid rate; a lower bound when that probe was stopped once it failed (simserve.plan.stop);
+- status `bounded` (branch and bound, simserve.plan.run.waves): the layout failed at a rate whose
+  grid step below, per GPU, is under the best goodput per GPU of shallower layouts: it cannot rank
+  first; its rate is not searched (--exhaustive searches it);
 - rank: by goodput per GPU (ties: lower cost, fewer GPUs per replica, name); cost_rank by cost;
 - the scaling knee (seed 002): for each GPU type, the replica size (GPUs per replica) with the
   best goodput per GPU among the sizes that meet the SLO: beyond it more GPUs per replica stop
@@ -47,6 +50,8 @@ def layout_row(cand, search, probes: dict[int, dict], price: float | None) -> di
         if cand.binding in cand.bounds:
             row.update(binding_value=cand.bounds[cand.binding])
         return row
+    if search.verdict == "bounded":
+        return row | bounded_row(search, lay.num_gpus)
     if search.over and (search.lo is None):
         metric, value, limit, k = search.binding()
         if metric == "error":
@@ -69,6 +74,22 @@ def layout_row(cand, search, probes: dict[int, dict], price: float | None) -> di
         metric, value, limit, k = _binding_at(search, search.hi)
         row.update(next_rate=search.grid.rate(search.hi), binding_metric=metric, binding_value=value,
                    binding_limit=limit)
+    return row
+
+
+def bounded_row(search, gpus: int) -> dict:
+    """A layout the branch and bound left unsearched: its lowest failing rate bounds its goodput."""
+    grid = search.grid
+    most = grid.rate(search.hi - 1) / gpus if search.hi is not None and search.hi > 0 else 0.0
+    row = {"status": "bounded", "reason": f"bounded out: at most {most:.3g} req/s per GPU, below the best "
+                                          f"of shallower layouts ({search.floor_per_gpu:.3g})"}
+    if search.hi is not None:
+        metric, value, limit, k = _binding_at(search, search.hi)
+        row.update(next_rate=grid.rate(k), binding_metric=metric, binding_value=value, binding_limit=limit)
+        row["reason"] += f"; {metric} {_fmt(value, limit, metric)} > {limit:g} at {grid.rate(k):.4g} req/s"
+    else:
+        row["reason"] = (f"bounded out: the grid's top rate, {grid.rate(grid.top) / gpus:.3g} req/s per GPU, "
+                         f"is below the best of shallower layouts ({search.floor_per_gpu:.3g})")
     return row
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 from simserve.catalog import get_hardware, get_model
 from simserve.errors import ConfigError, SimserveError
 from simserve.plan import report
+from simserve.plan.report import at_rate
 from simserve.plan.runner import LocalPool, ProbeStore, RayPool, drive, probe_key
 from simserve.plan.search import RateGrid, RateSearch, slo_violations, stopped
 from simserve.plan.space import Candidate, candidates
@@ -170,12 +171,54 @@ def run_plan(spec: PlanSpec, out_dir: str | Path, workers: int | None = None, ra
     bar = PlanProgress(len(searches), len(cands) - len(searches), show_progress, log)
     try:
         with bar:
-            drive(searches, pool, store, lambda i, k, key, c, o: _row(searches, i, k, key, c, o),
-                  on_probe=lambda i, row, cached: bar.probe(searches[i], row, cached))
+            for wave in waves(searches):
+                if spec.bound:
+                    set_floors(wave, incumbents(searches, store))
+                drive(wave, pool, store, lambda i, k, key, c, o, w=wave: _row(w, i, k, key, c, o),
+                      on_probe=lambda i, row, cached, w=wave: bar.probe(w[i], row, cached))
     finally:
         pool.close()
         store.close()
     return finish(spec, out, cands, searches, store, time.perf_counter() - start, figures)
+
+
+def waves(searches: list[LayoutSearch]) -> list[list[LayoutSearch]]:
+    """The searches grouped by pipeline depth, shallowest first (branch and bound, README): a wave
+    runs once every shallower one is done, bounded by their best answers only, so which probes run
+    depends on the space and the outcomes, never on timing or worker count. Shallow layouts first:
+    their probes are the cheapest, and deep pipelines (the costliest probes) are bounded the most."""
+    depths = sorted({s.candidate.layout.pp for s in searches})
+    return [[s for s in searches if s.candidate.layout.pp == d] for d in depths]
+
+
+def incumbents(searches: list[LayoutSearch], store: ProbeStore) -> dict[str, float]:
+    """model -> the best goodput per GPU of its finished searches that met the SLO."""
+    best: dict[str, float] = {}
+    for s in searches:
+        if s.search.verdict in ("ok", "unbounded"):
+            lay = s.candidate.layout
+            per_gpu = at_rate(store.get(s.keys[s.search.lo]))[0] / lay.num_gpus
+            best[lay.model] = max(best.get(lay.model, 0.0), per_gpu)
+    return best
+
+
+def set_floors(wave: list[LayoutSearch], best: dict[str, float]) -> None:
+    """Each search's floor: the lowest grid index whose rate per GPU reaches its model's best
+    goodput per GPU so far. Below it a layout's goodput per GPU (at most its rate per GPU) is
+    strictly below that best, so it cannot rank first, nor tie the first. The best is taken 1e-9
+    low: a goodput equal to its rate (every request good) can come out of report.at_rate an ulp
+    above the grid's rate, and a layout that ties must not be bounded out."""
+    for s in wave:
+        lay, grid = s.candidate.layout, s.search.grid
+        target = best.get(lay.model, 0.0) * (1 - 1e-9)
+        if target <= 0:
+            continue
+        k = grid.index(target * lay.num_gpus)
+        while k > 0 and grid.rate(k - 1) / lay.num_gpus >= target:
+            k -= 1
+        while grid.rate(k) / lay.num_gpus < target:
+            k += 1
+        s.search.floor, s.search.floor_per_gpu = k, target
 
 
 def finish(spec, out: Path, cands, searches, store, wall_s: float, figures: bool = True) -> PlanResult:

@@ -18,7 +18,12 @@ approaches the answer from above (the start, simserve.plan.space, is meant to be
 - bisection on k between the highest meeting and the lowest failing index;
 - a layout that fails at k = 0 cannot meet the SLO at any grid rate (what an exhaustive scan
   says); the binding metric is the one furthest over its limit there;
-- a layout that meets the SLO at max_rate is reported at that rate ("unbounded").
+- a layout that meets the SLO at max_rate is reported at that rate ("unbounded");
+- with a `floor` (branch and bound, simserve.plan.run): the lowest index whose rate per GPU
+  reaches the best goodput per GPU already found for the model. No probe goes below it (a
+  proposal below is moved up to it), and once a probe at or below it fails the search ends
+  "bounded": its answer is below the floor, so its goodput per GPU (at most its rate per GPU) is
+  below the best one. Above the floor the search is the one without it.
 
 Deterministic: the probes depend only on earlier outcomes, never on timing or worker count.
 """
@@ -90,7 +95,9 @@ class RateSearch:
     down: int = 3
     ok: dict[int, bool] = field(default_factory=dict)
     over: dict[int, dict] = field(default_factory=dict)   # failing probes' violations
-    verdict: str = ""        # '', 'ok', 'unbounded', 'infeasible'
+    floor: int = 0           # no probe below this index (branch and bound; 0: none)
+    floor_per_gpu: float = 0.0   # the best goodput per GPU that set the floor
+    verdict: str = ""        # '', 'ok', 'unbounded', 'infeasible', 'bounded'
 
     @property
     def lo(self) -> int | None:
@@ -112,6 +119,13 @@ class RateSearch:
         """The next grid index to probe, or None when the search is over (see `verdict`)."""
         if self.verdict:
             return None
+        if self.floor and (self.floor > self.grid.top or (self.hi is not None and self.hi <= self.floor)):
+            self.verdict = "bounded"
+            return None
+        k = self._propose()
+        return k if k is None else max(k, self.floor)
+
+    def _propose(self) -> int | None:
         lo, hi = self.lo, self.hi
         if lo is None and hi is None:
             return self.start

@@ -13,6 +13,7 @@ space: {tp: [2, 4, 8], pp: [1, 2], chunk_size: [512, 2048], max_batch_size: [256
 rates: {min_rate: 0.01, step: 0.1}           # the rate grid: min_rate x (1 + step)^k req/s
 prices: {h100: 2.5}               # USD per GPU-hour (default: the hardware catalog's)
 base: {precision: {weights: fp8, kv: fp8}}   # any other config section, applied to every probe
+bound: true                       # false (--exhaustive): every layout's rate, none bounded out
 ```
 
 Decisions: SLO metrics are the sweep table's percentile columns (ttft/tpot/e2e at p50 or p99) and
@@ -36,7 +37,7 @@ WORKLOAD_NAMES = {"azure-conv": "AzureLLMInferenceTrace_conv.csv.gz",
                   "azure-code": "AzureLLMInferenceTrace_code.csv.gz",
                   "mooncake-conv": "conversation_trace.jsonl.gz"}
 PLAN_KEYS = ("models", "hardware", "gpus", "workload", "requests", "slo", "space", "rates", "prices",
-             "base", "seed", "fidelity")
+             "base", "seed", "fidelity", "bound")
 
 
 class _Strict(BaseModel):
@@ -80,6 +81,7 @@ class PlanSpec(_Strict):
     base: dict[str, Any] = {}
     seed: int = Field(0, ge=0)
     fidelity: Literal["fast", "exact"] = "fast"
+    bound: bool = True      # branch and bound: skip layouts that cannot rank first (README; --exhaustive: off)
 
     @field_validator("slo")
     @classmethod
