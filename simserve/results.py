@@ -48,6 +48,7 @@ def _stages(world: World) -> tuple[dict[str, float], list[dict], dict[str, dict[
     collectives: dict[str, dict[str, float]] = {}
     sim_time_s = world.env.now
     for rep in world.replicas:
+        rep.settle_books()     # coalesced pipeline runs' bulk bookings (engine/pipeline_books), before any is read
         for s, stage in enumerate(rep.stages):
             stage_busy = stage.busy_s()
             n = len(stage.gpus)

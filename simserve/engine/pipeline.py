@@ -15,6 +15,7 @@ import math
 
 import simpy
 
+from simserve.engine.pipeline_books import settle
 from simserve.engine.pipeline_run import Flight, coalesced_run
 from simserve.scheduler import Batch
 
@@ -46,8 +47,15 @@ class PipelineLoop:
         # engine/pipeline_run: decode-round times per sequence count: (first context, per-stage lists, arrays)
         self._decode_memo: dict[int, list[tuple[int, list[list[float]], list]]] = {}
         self._launch_memo: dict[int, tuple[list[float], list[float], float]] = {}   # ... send bytes, times, host s
+        self._unbooked: dict[int, list] = {}    # engine/pipeline_books: runs' bulk bookings still to make
+        self._unbooked_runs = 0
         self._flight: list[Flight | None] = [None] * len(self.schedulers)   # closed form: each lane's last launch
         self._epoch = [0] * len(self.schedulers)
+
+    def settle_books(self) -> None:
+        """Make the bookings coalesced runs left for later (engine/pipeline_books.settle); the
+        results call it before they read busy times, collectives and bytes."""
+        settle(self)
 
     def _next_micro_batch(self) -> tuple[int, Batch] | None:
         """The next lane with work, round robin over lanes with no micro-batch in flight."""

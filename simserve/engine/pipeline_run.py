@@ -8,9 +8,10 @@ finishes, KV blocks suffice) the next launches are known too: the loop's own rul
 first stage is free, round robin over the lanes that are back) is evaluated here in a plain loop
 over the stage free times, with every stage time taken from `Stage.decode_times` (the values
 `Stage.time` gives, bit for bit; remembered per stage and sequence count across runs) and every
-launch booked by `Books.launch`, which restates `PipelineLoop._launch` with the same float sums in
-the same order, so accounting, timeline rows and results are the ones stepping produces (busy time,
-charges and send bytes are booked in bulk at the end of a run without a timeline: exact sums).
+launch booked by `Books.launch` (engine/pipeline_books), which restates `PipelineLoop._launch` with
+the same float sums in the same order, so accounting, timeline rows and results are the ones
+stepping produces (busy time, charges and send bytes are booked in bulk, many runs at once: exact
+sums).
 Only each lane's last tokens and return become events; the tokens of a lane's earlier rounds are
 emitted with them, each at its own time (as `Replica._decode_run` does), which nothing between can
 observe: no arrival comes before the last launch, and a round that completes a request is its
@@ -31,6 +32,7 @@ import math
 import numpy as np
 
 from simserve.cost.operators import BatchStats
+from simserve.engine.pipeline_books import Books
 from simserve.runtime import host_s
 
 MAX_ROUNDS = 1024       # rounds per lane precomputed by one run (bounds its arrays)
@@ -207,8 +209,8 @@ def _plan(rep, books: "Books", lanes: list[_Lane], lane: int, stop_at: float) ->
         if free[0] > t:
             t = free[0]
         lp = _pick(rep._next_lane, slots, t)
-        while lp is None:                # the loop sleeps until the next return
-            backs = [x.back for x in lanes if x.back is not None and x.back > t]
+        if lp is None:                   # the loop sleeps until a lane with work is back
+            backs = [x.back for x in lanes if x.n and x.back is not None]    # (all later than t)
             if not backs:
                 return
             t = min(backs)
@@ -241,73 +243,6 @@ def _pick(next_lane: int, slots: list, t: float) -> _Lane | None:
         if lp is not None and lp.n and (lp.back is None or lp.back <= t):
             return lp
     return None
-
-
-class Books:
-    """PipelineLoop._launch of a coalesced run's decode rounds, bit for bit: the same recurrence
-    over the stage free times and the same float sums in the same order (host, waiting for output,
-    send seconds), with each lane's stage times, send times and host seconds looked up. Where no
-    timeline is recorded, the stages' busy time and charges and the sends' bytes are booked in bulk
-    when the run ends (`close`): busy time is summed exactly (Stage.busy_s), charges and bytes
-    are whole-number counts."""
-
-    def __init__(self, rep):
-        self.rep, self.host, self.stages = rep, rep.host, rep.stages
-        self.runtime = rep.host.runtime
-        self.timeline = rep.timeline if rep.timeline.enabled else None
-
-    def launch(self, lp: _Lane, t: float) -> None:
-        rep, host, tl = self.rep, self.host, self.timeline
-        j, n = lp.off + lp.launched, lp.n
-        exposed = 0.0
-        if self.runtime is not None:
-            exposed = host.exposed_of(lp.host, t)
-            host.book(0, t, exposed)
-        ready = end = t + exposed
-        free, wait, p2p = rep._stage_free_at, rep.wait_output_s, rep.p2p_s
-        for s, durs in enumerate(lp.durs):
-            f = free[s]
-            start = ready if ready > f else f
-            if s:
-                wait[s - 1] += start - ready
-            d = durs[j]
-            end = start + d
-            free[s] = end
-            if s == 0:
-                host.gpu_step(end, d)
-            x = lp.sends[s]
-            p2p[s] += x
-            if tl is not None:
-                tl.iteration(rep, s, start, end, 1, 0, n, self.stages[s].account((n, n), d))
-                tl.transfer(rep, s, end, end + x, lp.nbytes[s] * len(rep._routes[s]))
-            ready = end + x
-        rep.iterations += 1
-        lp.original_back = False
-        lp.times.append(end)
-        lp.back = ready
-        lp.launched += 1
-
-    def close(self, lanes: list[_Lane]) -> None:
-        """The bulk bookings of the run's launches (see the class docstring), one per stage and
-        sequence count."""
-        groups: dict[int, list[_Lane]] = {}
-        for lp in lanes:
-            if lp.launched:
-                groups.setdefault(lp.n, []).append(lp)
-        for s, stage in enumerate(self.stages):    # (sends of equal bytes in one booking or two: exact)
-            for n, group in groups.items():
-                if self.timeline is None:
-                    stage.account((n, n), _durations(group, s))
-                self.rep._account_send(s, group[0].nbytes[s], sum([lp.launched for lp in group]))
-
-
-def _durations(group: list[_Lane], s: int) -> np.ndarray:
-    """Stage s's times of the rounds a group of lanes launched in a run (views of the remembered
-    arrays)."""
-    if len(group) == 1:
-        lp = group[0]
-        return lp.arrays[s][lp.off:lp.off + lp.launched]
-    return np.concatenate([lp.arrays[s][lp.off:lp.off + lp.launched] for lp in group])
 
 
 def _returns(rep, lanes: list[_Lane], t: float) -> None:
